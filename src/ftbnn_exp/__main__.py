@@ -1,0 +1,136 @@
+"""``python -m ftbnn_exp``: compose the config, build, train, validate, test, write metrics.json."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ftbnn_exp.build import (
+    IMAGENET,
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_trainer,
+    measure,
+    optimizer_spec,
+    resolve_width,
+    scheduler_spec,
+)
+from ftbnn_exp.config import CONF_DIR, check_overrides, validate
+from ftbnn_exp.errors import UserError
+from ftbnn_exp.training.artifacts import write_json_atomic
+from ftbnn_exp.training.callbacks import RunRecord
+from ftbnn_exp.training.module import ClassificationModule
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _fail(message: str, run_dir: Path | None = None, info: dict[str, Any] | None = None) -> None:
+    """Report a user mistake in one line. A multirun records it and goes on to the next job."""
+    print(f"error: {message}", file=sys.stderr)
+    if run_dir is not None:
+        write_json_atomic(run_dir / "metrics.json",
+                          {**(info or {}), "status": "failed", "error": message})
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(2)
+
+
+def nonlinearity_label(cfg: DictConfig) -> str:
+    """The schedule the model really uses: Bi-Real and the fp ResNet ignore ``nonlinearity=``
+    unless told otherwise."""
+    if cfg.model.family == "resnet_fp" or (
+        cfg.model.family == "bireal" and not cfg.model.explicit_nonlinearity):
+        return "none"
+    return cfg.nonlinearity.name
+
+
+def describe(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    choices = HydraConfig.get().runtime.choices
+    return {
+        "run_name": cfg.run_name,
+        "experiment": choices.get("experiment"),
+        "row": cfg.get("row"),
+        "model": cfg.model.name,
+        "nonlinearity": nonlinearity_label(cfg),
+        "data": cfg.data.name,
+        "depth": cfg.depth,
+        "groups": cfg.groups if cfg.model.family == "derived" else None,
+        "seed": cfg.seed,
+        "run_dir": str(run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any] | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    info = describe(cfg, run_dir)
+    try:
+        validate(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = build_datamodule(cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        choice = resolve_width(cfg)
+        width = choice.width if choice else cfg.width
+        if choice:
+            print(f"width solver: {choice.describe()}")
+        model = build_model(cfg, datamodule.spec, width)
+        info["width"] = width
+        info["complexity"] = measure(cfg, datamodule.spec, width).totals()
+        info["complexity_imagenet"] = measure(cfg, IMAGENET, width).totals()
+    except (UserError, ValueError) as error:
+        if _full_errors():
+            raise
+        _fail(str(error), run_dir, info)
+        return None
+
+    record = RunRecord(run_dir / "metrics.json", info)
+    module = ClassificationModule(model, datamodule.spec.num_classes, optimizer_spec(cfg),
+                                  scheduler_spec(cfg))
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, build_callbacks(run_dir, [record], bool(loggers)), loggers,
+                            run_dir)
+    trainer.fit(module, datamodule=datamodule)
+    if module.diverged_at_epoch is None or cfg.test_weights == "best":
+        weights = "best" if cfg.test_weights == "best" else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=weights, verbose=False)
+    result = record.payload(module)
+    final = result["final"]
+    top1, top5 = final.get("test/top1"), final.get("test/top5")
+    scores = (f"test top-1 {top1:.2f}%  top-5 {top5:.2f}%" if top1 is not None
+              else "not tested")
+    print(f"{cfg.run_name}: {scores}  [{result['status']}, {result['epochs_run']} epochs] "
+          f"-> {run_dir / 'metrics.json'}", flush=True)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def main() -> None:
+    overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    asks_for_help = any(arg in ("-h", "--help", "--hydra-help", "--info") for arg in sys.argv)
+    if not asks_for_help and not _full_errors():
+        try:
+            check_overrides(overrides)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

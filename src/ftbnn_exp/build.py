@@ -1,0 +1,138 @@
+"""Config → objects: data module, model, complexity, loggers, trainer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from netrc import netrc
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
+from ftbnn_exp.data import ClassificationDataModule, DataSpec
+from ftbnn_exp.errors import UserError
+from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
+from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.training.callbacks import EpochLine
+from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
+
+FAMILIES = ("ftbnn", "bireal", "derived", "resnet_fp")
+IMAGENET = DataSpec(image_size=224, in_channels=3, num_classes=1000)
+
+
+def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
+    return instantiate(cfg.data, _convert_="all")
+
+
+def build_schedule(cfg: DictConfig) -> NonLinearitySchedule:
+    n = cfg.nonlinearity
+    return NonLinearitySchedule(n.stage_end, n.other, n.placement, n.period)
+
+
+def resolve_width(cfg: DictConfig) -> WidthChoice | None:
+    """Derived models only: ``width`` if given, else the solver's width for ``budget``."""
+    if cfg.model.family != "derived" or cfg.width is not None:
+        return None
+    if cfg.budget is None:
+        raise UserError("model=derived needs width=N or budget=M (e.g. budget=90 or budget=135)")
+    return solve_width(cfg.depth, cfg.groups, float(cfg.budget), "paper")
+
+
+def build_model(cfg: DictConfig, spec: DataSpec, width: int | None = None) -> nn.Module:
+    """The model of ``cfg.model.family``, adapted to the data's size, channels and classes."""
+    family, m = cfg.model.family, cfg.model
+    shape: dict[str, Any] = {"in_channels": spec.in_channels, "num_classes": spec.num_classes,
+                             "image_size": spec.image_size}
+    if family == "ftbnn":
+        return ftbnn_resnet(build_schedule(cfg), cfg.depth, stem_relu=m.stem_relu,
+                            bound=m.bound, **shape)
+    if family == "bireal":
+        schedule = build_schedule(cfg) if m.explicit_nonlinearity else None
+        return bireal_resnet(schedule, cfg.depth, stem_relu=m.stem_relu, bound=m.bound, **shape)
+    if family == "derived":
+        return derived_ftbnn(build_schedule(cfg), width or cfg.width, cfg.depth, cfg.groups,
+                             bound=m.bound, **shape)
+    if family == "resnet_fp":
+        return resnet_fp(cfg.depth, **shape)
+    raise UserError(f"model.family={family!r} is unknown; allowed: {', '.join(FAMILIES)}")
+
+
+def convention_for(cfg: DictConfig) -> str:
+    """``paper`` for the derived models (Table 4's convention), ``macs`` for the others."""
+    if cfg.convention is not None:
+        return cfg.convention
+    return "paper" if cfg.model.family == "derived" else "macs"
+
+
+def measure(cfg: DictConfig, spec: DataSpec, width: int | None) -> Complexity:
+    model = build_model(cfg, spec, width)
+    return count_complexity(model, (spec.in_channels, spec.image_size, spec.image_size),
+                            convention_for(cfg))
+
+
+def optimizer_spec(cfg: DictConfig) -> OptimizerSpec:
+    o = cfg.optimizer
+    return OptimizerSpec(o.name, float(o.lr), float(o.weight_decay),
+                         float(o.binary_weight_decay), tuple(o.betas))
+
+
+def scheduler_spec(cfg: DictConfig) -> SchedulerSpec:
+    s = cfg.scheduler
+    return SchedulerSpec(s.name, tuple(float(m) for m in s.milestones), float(s.gamma))
+
+
+def _wandb_online() -> bool:
+    """W&B can log online: an API key is set up and its server answers."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return False
+    host = "api.wandb.ai"
+    has_key = bool(os.environ.get("WANDB_API_KEY"))
+    if not has_key:
+        try:
+            has_key = netrc().authenticators(host) is not None
+        except (FileNotFoundError, OSError, ValueError):
+            has_key = False
+    if not has_key:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if name == "wandb" and not logger_cfg.get("offline") and not _wandb_online():
+            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
+            print(f"W&B: no API key or no network; logging offline under {run_dir}/wandb "
+                  f"(upload later with `wandb sync {run_dir}/wandb/offline-run-*`)")
+        loggers.append(instantiate(logger_cfg, _convert_="all"))
+    return loggers
+
+
+def build_callbacks(run_dir: Path, extra: list[L.Callback], with_loggers: bool) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/top1",
+                        mode="max", save_last=True, auto_insert_metric_name=False),
+        *extra,
+    ]
+    if with_loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.append(RichProgressBar() if sys.stdout.isatty() else EpochLine())
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
+                  run_dir: Path) -> L.Trainer:
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                       default_root_dir=str(run_dir), enable_progress_bar=sys.stdout.isatty(),
+                       _convert_="all")

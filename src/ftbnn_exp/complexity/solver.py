@@ -1,0 +1,88 @@
+"""The width solver of Table 4: "the widths of networks are adjusted to meet the budget".
+
+For a depth, a group number and a target budget, it returns the admissible width (every group
+conv buildable) whose *measured* budget is nearest the target, with its admissible neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ftbnn_exp.complexity.counter import count_complexity
+from ftbnn_exp.models.derived import derived_ftbnn, width_problem
+from ftbnn_exp.nn import NonLinearitySchedule
+
+MAX_WIDTH = 2048
+
+
+@dataclass(frozen=True)
+class WidthChoice:
+    width: int
+    budget: float
+    target: float
+    neighbours: tuple[tuple[int, float], ...]
+
+    def describe(self) -> str:
+        near = ", ".join(f"width={w}: {b / 1e6:.1f}M" for w, b in self.neighbours)
+        return (f"budget {self.target / 1e6:g}M -> width={self.width} "
+                f"({self.budget / 1e6:.1f}M); neighbours {near}")
+
+
+@lru_cache(maxsize=512)
+def derived_budget(depth: int, groups: int, width: int, convention: str = "paper",
+                   image_size: int = 224, num_classes: int = 1000) -> float:
+    """Measured budget (FLOPs + BOPs/64) of a derived model at ImageNet size."""
+    model = derived_ftbnn(NonLinearitySchedule(), width, depth, groups, 3, num_classes,
+                          image_size)
+    return count_complexity(model, (3, image_size, image_size), convention).budget
+
+
+def admissible_widths(groups: int, limit: int = MAX_WIDTH) -> list[int]:
+    return [w for w in range(1, limit + 1) if width_problem(w, groups) is None]
+
+
+def _quadratic_guess(points: list[tuple[int, float]], target: float) -> float:
+    """Width at which the quadratic through three measured (width, budget) points meets the
+    target. Only a starting point: every width we answer with is measured."""
+    (x0, y0), (x1, y1), (x2, y2) = points
+    a = ((y2 - y0) / (x2 - x0) - (y1 - y0) / (x1 - x0)) / (x2 - x1)
+    b = (y1 - y0) / (x1 - x0) - a * (x0 + x1)
+    c = y0 - a * x0 * x0 - b * x0
+    if abs(a) < 1e-12:
+        return (target - c) / b
+    return (-b + ((b * b - 4 * a * (c - target)) ** 0.5)) / (2 * a)
+
+
+def solve_width(depth: int, groups: int, budget_m: float, convention: str = "paper",
+                image_size: int = 224, num_classes: int = 1000) -> WidthChoice:
+    """The admissible width whose measured budget is nearest ``budget_m`` (in M).
+
+    Three measured widths seed a quadratic guess (budget = BOPs/64, which grow with w², plus
+    FLOPs, which grow with w); then the widths around the guess are measured, walking on until
+    the target is bracketed, and the nearest wins.
+    """
+    if budget_m <= 0:
+        raise ValueError(f"budget={budget_m} must be a positive number of millions")
+    target = budget_m * 1e6
+    candidates = admissible_widths(groups)
+
+    def budget(index: int) -> float:
+        return derived_budget(depth, groups, candidates[index], convention, image_size,
+                              num_classes)
+
+    seeds = [min(range(len(candidates)), key=lambda i: abs(candidates[i] - w))
+             for w in (32, 64, 96)]
+    guess = _quadratic_guess([(candidates[i], budget(i)) for i in seeds], target)
+    index = min(range(len(candidates)), key=lambda i: abs(candidates[i] - guess))
+    while index > 0 and budget(index) > target:
+        index -= 1
+    while index < len(candidates) - 1 and budget(index + 1) <= target:
+        index += 1
+    if index == len(candidates) - 1:
+        raise ValueError(f"budget={budget_m} needs a width beyond {MAX_WIDTH}; choose a smaller "
+                         "budget")
+    best = min((index, index + 1), key=lambda i: abs(budget(i) - target))
+    around = [i for i in range(best - 2, best + 3) if 0 <= i < len(candidates) and i != best]
+    return WidthChoice(candidates[best], budget(best), target,
+                       tuple((candidates[i], budget(i)) for i in around))

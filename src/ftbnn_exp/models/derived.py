@@ -1,0 +1,183 @@
+"""The derived models: binary purification (§2.2) + group execution (§2.3), Fig. 3–4.
+
+Widths, the 44-layer layout and the bridge's details are not published; our choices follow what
+Table 4 implies (``shared/design/table4-complexity.md``) and are noted where they are made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ftbnn_exp.models.layout import blocks_per_stage, is_small_input
+from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d, NonLinearitySchedule
+
+STEM_CHANNELS = 32
+"""Half the baseline's 64 stem channels (§3, Fig. 4b)."""
+
+
+def reduction_groups(groups: int) -> int:
+    """Groups of a reduction block's conv: 2 when G ≤ 2, G otherwise (Fig. 4 caption)."""
+    return 2 if groups <= 2 else groups
+
+
+def width_problem(width: int, groups: int) -> str | None:
+    """Why ``width`` cannot be built with ``groups``, or None when it can.
+
+    Normal blocks need every stage width (w, 2w, 4w, 8w) divisible by G; reduction blocks need
+    their doubled input divisible by their own group number.
+    """
+    if width < 1:
+        return f"width={width} must be positive"
+    if width % groups:
+        return f"width={width} is not divisible by groups={groups}"
+    if (2 * width) % reduction_groups(groups):
+        return f"width={width} doubled is not divisible by {reduction_groups(groups)} groups"
+    return None
+
+
+def admissible_widths_near(width: int, groups: int, count: int = 2) -> list[int]:
+    """The nearest admissible widths below and above ``width``."""
+    below = [w for w in range(width - 1, 0, -1) if width_problem(w, groups) is None][:count]
+    above = [w for w in range(width + 1, width + 64 * groups) if width_problem(w, groups) is None]
+    return sorted(below) + above[:count]
+
+
+def check_width(width: int, groups: int) -> None:
+    problem = width_problem(width, groups)
+    if problem:
+        near = ", ".join(str(w) for w in admissible_widths_near(max(width, 1), groups))
+        raise ValueError(f"{problem}; widths that work near it: {near}")
+
+
+class InitialBlock(nn.Sequential):
+    """3×3/2 real conv to 32 channels → BN → 3×3/2 max-pool (Fig. 4b); 3×3/1, no pool, on small
+    inputs."""
+
+    def __init__(self, in_channels: int, small_input: bool) -> None:
+        stride = 1 if small_input else 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, STEM_CHANNELS, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(STEM_CHANNELS),
+        ]
+        if not small_input:
+            layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        super().__init__(*layers)
+
+
+class BridgeBlock(nn.Sequential):
+    """sign → binary 3×3 conv 32 → w → BN (Fig. 4c): lets the width be anything.
+
+    Dense (1 group), since 32 is not divisible by every G; no shortcut (the channel count
+    changes) and no non-linear module (not drawn in Fig. 4c).
+    """
+
+    def __init__(self, width: int, bound: float) -> None:
+        super().__init__(
+            BinaryActivation(bound),
+            BinaryConv2d(STEM_CHANNELS, width, 3, stride=1, padding=1, bound=bound),
+            nn.BatchNorm2d(width),
+        )
+
+
+class NormalBlock(nn.Module):
+    """sign → group binary 3×3 conv → BN → + x → non-linear module (Fig. 4d)."""
+
+    def __init__(self, channels: int, groups: int, nonlinear: nn.Module, bound: float) -> None:
+        super().__init__()
+        self.binarize = BinaryActivation(bound)
+        self.conv = BinaryConv2d(channels, channels, 3, stride=1, padding=1, groups=groups,
+                                 bound=bound)
+        self.bn = nn.BatchNorm2d(channels)
+        self.nonlinear = nonlinear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.nonlinear(self.bn(self.conv(self.binarize(x))) + x)
+
+
+class ReductionBlock(nn.Module):
+    """Copy-and-paste reduction block (§2.2, Fig. 3 middle, Fig. 4e).
+
+    The input is concatenated with itself; the binary conv runs on that doubled input with
+    stride 2; the shortcut is a 3×3/2 average pool of the doubled input. Pooling before the
+    duplication computes the same tensor with half the work (and is what Table 4's FLOPs count).
+    The pool excludes the zero padding from its average (our choice; the paper is silent).
+    """
+
+    def __init__(self, in_channels: int, groups: int, nonlinear: nn.Module, bound: float) -> None:
+        super().__init__()
+        out_channels = 2 * in_channels
+        self.binarize = BinaryActivation(bound)
+        self.conv = BinaryConv2d(out_channels, out_channels, 3, stride=2, padding=1,
+                                 groups=reduction_groups(groups), bound=bound)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)
+        self.nonlinear = nonlinear
+
+    def forward(self, x: Tensor) -> Tensor:
+        doubled = torch.cat([x, x], dim=1)
+        pooled = self.pool(x)
+        shortcut = torch.cat([pooled, pooled], dim=1)
+        return self.nonlinear(self.bn(self.conv(self.binarize(doubled))) + shortcut)
+
+
+class DerivedFTBNN(nn.Module):
+    """Binary-purified FTBNN with group execution; stage widths w, 2w, 4w, 8w."""
+
+    def __init__(
+        self,
+        stage_blocks: Sequence[int],
+        width: int,
+        groups: int,
+        schedule: NonLinearitySchedule,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        image_size: int = 224,
+        bound: float = DEFAULT_BOUND,
+    ) -> None:
+        super().__init__()
+        if groups < 1:
+            raise ValueError(f"groups={groups} must be >= 1")
+        check_width(width, groups)
+        self.num_classes, self.width, self.groups = num_classes, width, groups
+        self.stem = InitialBlock(in_channels, is_small_input(image_size))
+        self.bridge = BridgeBlock(width, bound)
+        stages: list[nn.Module] = []
+        channels, block_index = width, 0
+        for stage, n_blocks in enumerate(stage_blocks):
+            blocks: list[nn.Module] = []
+            for i in range(n_blocks):
+                out_channels = 2 * channels if stage > 0 and i == 0 else channels
+                nonlinear = schedule.module_for(block_index, i == n_blocks - 1, out_channels)
+                if out_channels != channels:
+                    blocks.append(ReductionBlock(channels, groups, nonlinear, bound))
+                else:
+                    blocks.append(NormalBlock(channels, groups, nonlinear, bound))
+                channels, block_index = out_channels, block_index + 1
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(self.bridge(self.stem(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+
+
+def derived_ftbnn(
+    schedule: NonLinearitySchedule,
+    width: int,
+    depth: int = 18,
+    groups: int = 1,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    image_size: int = 224,
+    bound: float = DEFAULT_BOUND,
+) -> DerivedFTBNN:
+    """A derived model of Table 4 (depth 18, 34 or 44; any admissible width and G)."""
+    return DerivedFTBNN(blocks_per_stage(depth), width, groups, schedule, in_channels,
+                        num_classes, image_size, bound)

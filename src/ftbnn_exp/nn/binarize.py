@@ -1,0 +1,49 @@
+"""Sign binarization with a clipped straight-through estimator (§3, Appendix E)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_BOUND = 1.2
+"""STE clipping range (-1.2, 1.2) for weights and activations (§3)."""
+
+
+class SignSTE(torch.autograd.Function):
+    """``torch.sign`` forward; gradient 1 where ``|x| < bound`` and 0 elsewhere.
+
+    The gradient equals, value for value, that of Appendix E's
+    ``sign(x).detach() + clamp(x) - clamp(x).detach()``: ``torch.clamp`` passes no gradient at
+    ``|x| = bound`` itself, which is §3's open range (-1.2, 1.2). Only a boolean mask is kept
+    for backward instead of the input and the clamped copy. ``sign(0) = 0`` is kept on
+    purpose: Appendix B's deployment argument relies on it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x.abs() < bound)
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad_output * inside, None
+
+
+def sign_ste(x: Tensor, bound: float = DEFAULT_BOUND) -> Tensor:
+    """Binarize ``x`` to {-1, 0, +1} with the clipped STE of :class:`SignSTE`."""
+    return SignSTE.apply(x, bound)
+
+
+class BinaryActivation(nn.Module):
+    """The activation binarizer in front of every binary convolution (Fig. 1b)."""
+
+    def __init__(self, bound: float = DEFAULT_BOUND) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sign_ste(x, self.bound)
+
+    def extra_repr(self) -> str:
+        return f"bound={self.bound}"

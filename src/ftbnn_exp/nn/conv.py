@@ -1,0 +1,67 @@
+"""Binary convolutions: FTBNN's scale-free one (§2.1) and Bi-Real Net's scaled one (Fig. 1a)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ftbnn_exp.nn.binarize import DEFAULT_BOUND, sign_ste
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Convolution with real latent weights binarized by the clipped STE in forward.
+
+    No scaling factor: FTBNN absorbs it into the following BN (§2.1). Initialised with
+    ``xavier_normal_(gain=2.0)`` and no bias, as Appendix E's ``BConv``. The input is expected to
+    be binarized already (see :class:`~ftbnn_exp.nn.binarize.BinaryActivation`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        groups: int = 1,
+        bound: float = DEFAULT_BOUND,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            groups=groups, bias=False,
+        )
+        self.bound = bound
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.weight, gain=2.0)
+
+    def binary_weight(self) -> Tensor:
+        return sign_ste(self.weight, self.bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.binary_weight(), None, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class ScaledBinaryConv2d(BinaryConv2d):
+    """Bi-Real Net's binary convolution: output scaled per output channel by mean ``|W|``.
+
+    The scale is the L1 mean of the latent weights of each output channel, computed on the fly
+    and differentiable, as in Bi-Real Net's reference code (Liu et al., 2018; Fig. 1a here).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        return super().forward(x) * scale
+
+
+def is_binary_conv(module: nn.Module) -> bool:
+    return isinstance(module, BinaryConv2d)
+
+
+def binary_weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The latent weights of every binary convolution (they get no weight decay, §3)."""
+    return [m.weight for m in model.modules() if isinstance(m, BinaryConv2d)]
+
+
+__all__ = ["BinaryConv2d", "ScaledBinaryConv2d", "binary_weight_parameters", "is_binary_conv"]

@@ -1,0 +1,116 @@
+"""Callbacks that make a run's results durable and readable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from ftbnn_exp.training.artifacts import write_json_atomic
+from ftbnn_exp.training.module import ClassificationModule
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+class RunRecord(L.Callback):
+    """Keeps ``metrics.json`` current: after every epoch, on a crash and at the end.
+
+    ``status`` is ``running`` while training, then ``completed``, ``diverged`` (with the epoch),
+    ``interrupted`` or ``failed``. Epoch rows are taken when the next epoch starts, because
+    Lightning finalises the train-epoch aggregates after every callback's epoch-end hook.
+    The history travels in checkpoints, so a resumed run keeps its earlier epochs.
+    """
+
+    def __init__(self, path: str | Path, info: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.info = dict(info)
+        self.history: list[dict[str, float]] = []
+        self.status = "running"
+        self.test: dict[str, float] = {}
+
+    def payload(self, module: ClassificationModule | None = None) -> dict[str, Any]:
+        diverged = module.diverged_at_epoch if module is not None else None
+        best = max(self.history, key=lambda row: row.get("val/top1", float("-inf")),
+                   default=None)
+        return {
+            **self.info,
+            "status": self.status,
+            "diverged_epoch": diverged,
+            "epochs_run": len(self.history),
+            "final": {**(self.history[-1] if self.history else {}), **self.test},
+            "best": ({"epoch": best["epoch"], "val/top1": best.get("val/top1")}
+                     if best and "val/top1" in best else {}),
+            "history": self.history,
+        }
+
+    @rank_zero_only
+    def write(self, module: ClassificationModule | None = None) -> None:
+        write_json_atomic(self.path, self.payload(module))
+
+    def _take_epoch(self, trainer: L.Trainer, epoch: int) -> None:
+        metrics = _numbers(trainer.callback_metrics)
+        if not metrics or any(row["epoch"] == epoch for row in self.history):
+            return
+        lrs = {f"lr/{group.get('name', i)}": group["lr"]
+               for opt in trainer.optimizers for i, group in enumerate(opt.param_groups)}
+        row = {"epoch": epoch, **{k: v for k, v in metrics.items() if not k.startswith("test/")},
+               **lrs}
+        self.history.append(row)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.status = "running"
+        self.write(pl_module)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0 and trainer.callback_metrics:
+            self._take_epoch(trainer, trainer.current_epoch - 1)
+            self.write(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_epoch(trainer, max(trainer.current_epoch - 1, 0))
+        self.status = "diverged" if pl_module.diverged_at_epoch is not None else "trained"
+        self.write(pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test = {k: v for k, v in _numbers(trainer.callback_metrics).items()
+                     if k.startswith("test/")}
+        if self.status == "trained":
+            self.status = "completed"
+        self.write(pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.info["error"] = f"{type(exception).__name__}: {exception}"
+        self.write(pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+class EpochLine(L.Callback):
+    """One plain line per epoch where there is no terminal for a progress bar (logs, SLURM)."""
+
+    shown = ("train/loss", "train/top1", "val/top1", "val/top5")
+
+    @rank_zero_only
+    def _print(self, trainer: L.Trainer, epoch: int) -> None:
+        metrics = trainer.callback_metrics
+        values = "  ".join(f"{key} {float(metrics[key]):.4g}" for key in self.shown
+                           if key in metrics)
+        if values:
+            print(f"epoch {epoch}: {values}", flush=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._print(trainer, trainer.current_epoch - 1)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._print(trainer, max(trainer.current_epoch - 1, 0))

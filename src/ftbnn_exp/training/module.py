@@ -1,0 +1,97 @@
+"""The LightningModule shared by every model: cross-entropy, top-1/top-5, §3's optimizer."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from ftbnn_exp.training.optim import (
+    OptimizerSpec,
+    SchedulerSpec,
+    build_optimizer,
+    build_scheduler,
+)
+
+
+def _accuracies(num_classes: int, prefix: str, top_ks: tuple[int, ...]) -> MetricCollection:
+    return MetricCollection(
+        {f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes),
+                                        average="micro") for k in top_ks},
+        prefix=f"{prefix}/",
+    )
+
+
+class ClassificationModule(L.LightningModule):
+    """Trains any classifier; accuracies are logged in percent, as the paper reports them.
+
+    A non-finite training loss is a result, not a crash: the step is skipped (no update with
+    NaN gradients), ``diverged_at_epoch`` is set and training stops.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int,
+                 optimizer: OptimizerSpec | None = None,
+                 scheduler: SchedulerSpec | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_spec = optimizer or OptimizerSpec()
+        self.scheduler_spec = scheduler or SchedulerSpec()
+        self.diverged_at_epoch: int | None = None
+        # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
+        self.metrics = nn.ModuleDict({
+            f"{split}_acc": _accuracies(num_classes, split, top_ks)
+            for split, top_ks in (("train", (1,)), ("val", (1, 5)), ("test", (1, 5)))
+        })
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        if torch.isfinite(loss):
+            self.metrics[f"{split}_acc"].update(logits, labels)
+            self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
+                     prog_bar=split == "train", batch_size=labels.shape[0])
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            self.diverged_at_epoch = self.current_epoch
+            self.trainer.should_stop = True
+            return None
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_accuracies(self, split: str) -> None:
+        collection = self.metrics[f"{split}_acc"]
+        if any(metric.update_called for metric in collection.values()):
+            percent = {name: 100.0 * value for name, value in collection.compute().items()}
+            self.log_dict(percent, prog_bar=split == "val")
+        collection.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracies("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracies("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracies("test")
+
+    def configure_optimizers(self) -> dict:
+        optimizer = build_optimizer(self.model, self.optimizer_spec)
+        max_epochs = max(self.trainer.max_epochs or 1, 1)
+        scheduler = build_scheduler(optimizer, self.scheduler_spec, max_epochs)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,48 @@
+"""`python -m ftbnn_exp` end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ftbnn_exp", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_baseline_trains_on_digits_and_writes_metrics(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli("trainer.max_epochs=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 6
+    assert metrics["model"] == "baseline" and metrics["nonlinearity"] == "relu_partial_fprelu"
+    assert [row["epoch"] for row in metrics["history"]] == list(range(6))
+    assert metrics["final"]["test/top1"] >= 90.0
+    assert metrics["best"]["val/top1"] == max(r["val/top1"] for r in metrics["history"])
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("baseline-relu_partial_fprelu: test top-1 ")
+    assert f"{metrics['final']['test/top1']:.2f}%" in summary
+
+
+def test_config_mistake_is_one_line_and_nonzero(tmp_path):
+    done = run_cli("nonlinearity=foo", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: nonlinearity=foo is not an option; allowed: fprelu, none, prelu, relu, "
+        "relu_partial, relu_partial_fprelu, relu_partial_prelu"]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_missing_dataset_is_one_line_and_nonzero(tmp_path):
+    done = run_cli("data=mnist", "data.root=nowhere", "logger=none", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data=mnist: no mnist files under" in lines[0]
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,57 @@
+"""Every config in conf/ composes and validates; user mistakes become one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftbnn_exp.config import CONF_DIR, check_overrides, compose_config, validate
+from ftbnn_exp.errors import UserError
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def options(group: str) -> list[str]:
+    return sorted(str(p.relative_to(CONF_DIR / group).with_suffix(""))
+                  for p in (CONF_DIR / group).rglob("*.yaml"))
+
+
+ALL = [(group, option) for group in GROUPS for option in options(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), ALL, ids=[f"{g}={o}" for g, o in ALL])
+def test_every_config_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if option == "imagenet" or (group == "experiment" and "imagenet" in option):
+        overrides.append("data.root=/datasets/imagenet")
+    cfg = compose_config(overrides)
+    validate(cfg)
+    assert cfg.model.family in ("ftbnn", "bireal", "derived", "resnet_fp")
+
+
+def test_default_config_is_the_baseline_on_digits():
+    cfg = compose_config([])
+    assert (cfg.model.name, cfg.nonlinearity.name, cfg.data.name) == (
+        "baseline", "relu_partial_fprelu", "digits")
+    assert cfg.scheduler.name == "multistep" and cfg.optimizer.lr == 0.01
+
+
+def test_paper_schedule_follows_the_model():
+    assert compose_config(["model=derived"]).scheduler.name == "cosine"
+    assert compose_config(["model=derived", "scheduler=multistep"]).scheduler.name == "multistep"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["nonlinearity=foo"], "nonlinearity=foo is not an option; allowed: fprelu, none"),
+    (["model=bar"], "model=bar is not an option; allowed: baseline, bireal, derived"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be an integer"),
+    (["nonlinearity.other=tanh"], "allowed: identity, relu, prelu, fprelu"),
+    (["foo=1"], "Could not override 'foo'"),
+    (["data=imagenet"], "data.root is required"),
+    (["depth=0"], "depth=0 must be positive"),
+    (["nonlinearity=none,bogus"], "nonlinearity=bogus is not an option"),
+])
+def test_mistakes_are_named_in_one_line(overrides, message):
+    with pytest.raises(UserError) as caught:
+        check_overrides(overrides)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,119 @@
+"""The building blocks against Appendix E's reference code (§3, Fig. 3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ftbnn_exp.nn import (
+    BinaryActivation,
+    BinaryConv2d,
+    FPReLU,
+    NonLinearitySchedule,
+    ScaledBinaryConv2d,
+    sign_ste,
+)
+
+
+class ReferenceSign(nn.Module):
+    """Appendix E, verbatim in behaviour: the detach trick."""
+
+    def __init__(self, bound: float = 1.2) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def forward(self, x):
+        out = torch.clamp(x, -self.bound, self.bound)
+        out_forward = torch.sign(x)
+        return out_forward.detach() + out - out.detach()
+
+
+def reference_bconv(x, weights, stride=1, padding=1, groups=1, bound=1.2):
+    clipped = torch.clamp(weights, -bound, bound)
+    binary = torch.sign(weights).detach() + clipped - clipped.detach()
+    return F.conv2d(x, binary, stride=stride, padding=padding, groups=groups)
+
+
+def _probe(generator: torch.Generator) -> torch.Tensor:
+    x = 2.0 * torch.randn(4, 6, 5, 5, generator=generator)
+    # Exactly on the boundary and exactly zero: where STE variants disagree.
+    x[0, 0, 0, :4] = torch.tensor([1.2, -1.2, 0.0, 1.2000001])
+    return x
+
+
+def test_activation_ste_matches_appendix_e_exactly(generator):
+    x = _probe(generator)
+    upstream = torch.randn(x.shape, generator=generator)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = BinaryActivation()(ours), ReferenceSign()(ref)
+    (out_ours * upstream).sum().backward()
+    (out_ref * upstream).sum().backward()
+    # The detach trick computes sign(x) + c - c, which is sign(x) only up to rounding.
+    assert torch.equal(out_ours, torch.sign(x))
+    assert torch.allclose(out_ours, out_ref, rtol=0, atol=1e-6)
+    assert torch.equal(ours.grad, ref.grad)
+    assert out_ours[0, 0, 0, 2] == 0  # torch.sign(0) = 0 is kept (Appendix B)
+    inside = x.abs() < 1.2
+    assert torch.equal(ours.grad, upstream * inside)  # open range (-1.2, 1.2), §3
+    assert ours.grad[0, 0, 0, 0] == 0 and ours.grad[0, 0, 0, 3] == 0
+
+
+def test_ste_saves_only_a_boolean_mask(generator):
+    saved = []
+    x = torch.randn(3, 4, generator=generator, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        sign_ste(x)
+    assert [t.dtype for t in saved] == [torch.bool]
+
+
+def test_binary_conv_matches_appendix_e_exactly(generator):
+    for stride, groups in ((1, 1), (2, 2), (1, 3)):
+        conv = BinaryConv2d(6, 6, 3, stride=stride, padding=1, groups=groups)
+        with torch.no_grad():
+            conv.weight[0, 0, 0, :3] = torch.tensor([1.2, -1.2, 0.0])
+        weights = conv.weight.detach().clone().requires_grad_()
+        x = torch.sign(_probe(generator))
+        upstream = torch.randn_like(conv(x))
+        (conv(x) * upstream).sum().backward()
+        reference = reference_bconv(x, weights, stride, 1, groups)
+        (reference * upstream).sum().backward()
+        assert torch.equal(conv(x), F.conv2d(x, torch.sign(conv.weight), stride=stride,
+                                             padding=1, groups=groups))
+        assert torch.allclose(conv(x), reference, rtol=0, atol=1e-4)
+        assert torch.equal(conv.weight.grad, weights.grad)
+
+
+def test_binary_conv_init_and_no_bias():
+    torch.manual_seed(0)
+    conv = BinaryConv2d(64, 64)
+    fan = 64 * 9
+    expected_std = 2.0 * (2.0 / (fan + fan)) ** 0.5  # xavier_normal_ with gain 2 (Appendix E)
+    assert conv.bias is None
+    assert abs(conv.weight.std().item() - expected_std) / expected_std < 0.02
+
+
+def test_scaled_conv_is_plain_conv_times_channel_mean_abs(generator):
+    conv = ScaledBinaryConv2d(4, 5)
+    plain = BinaryConv2d(4, 5)
+    plain.weight = conv.weight
+    x = torch.sign(torch.randn(2, 4, 6, 6, generator=generator))
+    scale = conv.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+    assert torch.allclose(conv(x), plain(x) * scale)
+
+
+def test_fprelu_starts_as_identity_and_learns_both_slopes(generator):
+    act = FPReLU(3)
+    x = torch.randn(2, 3, 4, 4, generator=generator)
+    assert torch.equal(act(x), x)
+    act(x).sum().backward()
+    assert torch.equal(act.positive.grad.flatten(), x.clamp(min=0).sum(dim=(0, 2, 3)))
+    assert torch.equal(act.negative.grad.flatten(), torch.where(x > 0, 0, x).sum(dim=(0, 2, 3)))
+
+
+def test_schedule_stage_end_and_period():
+    stage_end = NonLinearitySchedule("relu", "fprelu")
+    kinds = [stage_end.kind_for(i, is_stage_end=(i % 6 == 5)) for i in range(12)]
+    assert kinds == ["fprelu"] * 5 + ["relu"] + ["fprelu"] * 5 + ["relu"]
+    period = NonLinearitySchedule("relu", "identity", placement="period", period=4)
+    assert [period.kind_for(i, False) for i in range(8)] == (["identity"] * 3 + ["relu"]) * 2
