@@ -46,7 +46,7 @@ def test_paper_schedule_follows_the_model():
     (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be an integer"),
     (["nonlinearity.other=tanh"], "allowed: identity, relu, prelu, fprelu"),
     (["foo=1"], "Could not override 'foo'"),
-    (["data=imagenet"], "data.root is required"),
+    (["data=mnist", "data.root=???"], "data.root is required"),
     (["depth=0"], "depth=0 must be positive"),
     (["nonlinearity=none,bogus"], "nonlinearity=bogus is not an option"),
 ])

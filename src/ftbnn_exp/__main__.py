@@ -101,6 +101,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, build_callbacks(run_dir, [record], bool(loggers)), loggers,
                             run_dir)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**info["config"], "width": info["width"],
+                                "complexity": info["complexity"],
+                                "complexity_imagenet": info["complexity_imagenet"]})
     trainer.fit(module, datamodule=datamodule)
     if module.diverged_at_epoch is None or cfg.test_weights == "best":
         weights = "best" if cfg.test_weights == "best" else None

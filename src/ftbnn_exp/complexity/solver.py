@@ -12,6 +12,7 @@ from functools import lru_cache
 from ftbnn_exp.complexity.counter import count_complexity
 from ftbnn_exp.models.derived import derived_ftbnn, width_problem
 from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.report.reference import PaperTable4Row, paper_table4_row
 
 MAX_WIDTH = 2048
 
@@ -23,10 +24,23 @@ class WidthChoice:
     target: float
     neighbours: tuple[tuple[int, float], ...]
 
+    paper_row: PaperTable4Row | None = None
+
     def describe(self) -> str:
         near = ", ".join(f"width={w}: {b / 1e6:.1f}M" for w, b in self.neighbours)
-        return (f"budget {self.target / 1e6:g}M -> width={self.width} "
-                f"({self.budget / 1e6:.1f}M); neighbours {near}")
+        source = (f" (Table 4 row ~{self.paper_row.budget}M L{self.paper_row.depth} "
+                  f"G{self.paper_row.groups}: its FLOPs + BOPs/64)" if self.paper_row else "")
+        return (f"target {self.target / 1e6:.1f}M{source} -> width={self.width} "
+                f"({self.budget / 1e6:.1f}M); admissible neighbours {near}")
+
+
+def budget_target(budget_m: float, depth: int, groups: int) -> tuple[float, PaperTable4Row | None]:
+    """The budget (M) to solve for. ``budget=90`` and ``budget=135`` name Table 4's budget
+    groups ("~90", "~135"): for a depth × groups of the table the target is that row's own
+    FLOPs + BOPs/64 (84.5–94.7M and 129.1–140.0M), so the model matches the one the paper
+    trained. Any other value, or a combination outside the table, is a literal target."""
+    row = paper_table4_row(budget_m, depth, groups)
+    return (row.budget_m, row) if row else (budget_m, None)
 
 
 @lru_cache(maxsize=512)
@@ -56,7 +70,8 @@ def _quadratic_guess(points: list[tuple[int, float]], target: float) -> float:
 
 def solve_width(depth: int, groups: int, budget_m: float, convention: str = "paper",
                 image_size: int = 224, num_classes: int = 1000) -> WidthChoice:
-    """The admissible width whose measured budget is nearest ``budget_m`` (in M).
+    """The admissible width whose measured budget is nearest the target of ``budget_m`` (in M,
+    see :func:`budget_target`).
 
     Three measured widths seed a quadratic guess (budget = BOPs/64, which grow with w², plus
     FLOPs, which grow with w); then the widths around the guess are measured, walking on until
@@ -64,7 +79,8 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
     """
     if budget_m <= 0:
         raise ValueError(f"budget={budget_m} must be a positive number of millions")
-    target = budget_m * 1e6
+    target_m, paper_row = budget_target(budget_m, depth, groups)
+    target = target_m * 1e6
     candidates = admissible_widths(groups)
 
     def budget(index: int) -> float:
@@ -85,4 +101,4 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
     best = min((index, index + 1), key=lambda i: abs(budget(i) - target))
     around = [i for i in range(best - 2, best + 3) if 0 <= i < len(candidates) and i != best]
     return WidthChoice(candidates[best], budget(best), target,
-                       tuple((candidates[i], budget(i)) for i in around))
+                       tuple((candidates[i], budget(i)) for i in around), paper_row)

@@ -1,0 +1,78 @@
+"""``python -m ftbnn_exp.complexity <training overrides> [format=table|json]``.
+
+Counts the model a training command would build, at that command's data size, and prints a
+per-layer table with totals (beside Table 4's row where one matches), or one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ftbnn_exp.build import build_datamodule, measure, resolve_width
+from ftbnn_exp.complexity.counter import Complexity
+from ftbnn_exp.config import check_overrides, compose_config
+from ftbnn_exp.errors import UserError
+from ftbnn_exp.report.reference import PaperTable4Row
+
+FORMATS = ("table", "json")
+
+
+def _millions(value: float) -> str:
+    return f"{value / 1e6:.2f}M"
+
+
+def render_table(complexity: Complexity, paper: PaperTable4Row | None) -> str:
+    header = (f"{'layer':<28} {'kind':<6} {'output':<14} {'MACs':>13} {'FLOPs':>12} "
+              f"{'BOPs':>13} {'x2':>3} {'params':>10}")
+    lines = [header, "-" * len(header)]
+    for row in complexity.layers:
+        params = row.params_fp + row.params_binary / 32
+        shape = "x".join(str(d) for d in row.output_shape) or "-"
+        lines.append(f"{row.name:<28} {row.kind:<6} {shape:<14} {row.macs:>13,} "
+                     f"{row.flops:>12,} {row.bops:>13,} {'yes' if row.doubled else '':>3} "
+                     f"{params:>10,.0f}")
+    totals = (f"FLOPs {_millions(complexity.flops)}  BOPs {_millions(complexity.bops)}  "
+              f"Params {_millions(complexity.params)} (fp {complexity.params_fp:,} + binary "
+              f"{complexity.params_binary:,}/32)  budget {_millions(complexity.budget)} "
+              f"[convention={complexity.convention}]")
+    lines += ["", totals]
+    if paper is not None:
+        lines.append(
+            f"paper (Table 4, ~{paper.budget}M, L{paper.depth}, G{paper.groups}; reference): "
+            f"FLOPs {paper.flops_m}M  BOPs {paper.bops_m:g}M  Params {paper.params_m}M  "
+            f"budget {paper.budget_m:.1f}M")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    fmt = "table"
+    overrides = []
+    for arg in argv:
+        if arg.startswith("format="):
+            fmt = arg.split("=", 1)[1]
+        else:
+            overrides.append(arg)
+    try:
+        if fmt not in FORMATS:
+            raise UserError(f"format={fmt} is not allowed; allowed: {', '.join(FORMATS)}")
+        check_overrides(overrides)
+        cfg = compose_config(overrides)
+        choice = resolve_width(cfg)
+        width = choice.width if choice else cfg.width
+        complexity = measure(cfg, build_datamodule(cfg).spec, width)
+    except (UserError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paper = choice.paper_row if choice else None
+    if fmt == "json":
+        print(json.dumps({**complexity.to_dict(), "width": width}))
+    else:
+        if choice:
+            print(f"width solver: {choice.describe()}")
+        print(render_table(complexity, paper))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Reports: the paper's reference values, tables beside them, training curves."""
