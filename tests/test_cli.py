@@ -26,6 +26,14 @@ def test_baseline_trains_on_digits_and_writes_metrics(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "csv" / "version_0" / "metrics.csv").is_file()
+    table2 = subprocess.run(
+        [sys.executable, "-m", "ftbnn_exp.report", "fprelu",
+         str(run_dir / "checkpoints" / "last.ckpt")], capture_output=True, text=True, timeout=300)
+    assert table2.returncode == 0, table2.stderr
+    rows = table2.stdout.strip().splitlines()[1:]
+    assert [r.split()[0] for r in rows if "ReLU" in r] == [
+        "BConv1-4", "BConv2-4", "BConv3-4", "BConv4-4"]
+    assert len([r for r in rows if "[" in r]) == 12
     summary = done.stdout.strip().splitlines()[-1]
     assert summary.startswith("baseline-relu_partial_fprelu: test top-1 ")
     assert f"{metrics['final']['test/top1']:.2f}%" in summary

@@ -7,7 +7,9 @@ import pytest
 from ftbnn_exp.config import CONF_DIR, check_overrides, compose_config, validate
 from ftbnn_exp.errors import UserError
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+# conf/paper/ holds the tables' settings, composed through every experiment overlay.
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir()
+                if p.is_dir() and p.name not in ("hydra", "paper"))
 
 
 def options(group: str) -> list[str]:

@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 
     record = RunRecord(run_dir / "metrics.json", info)
     module = ClassificationModule(model, datamodule.spec.num_classes, optimizer_spec(cfg),
-                                  scheduler_spec(cfg))
+                                  scheduler_spec(cfg), metadata=info)
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, build_callbacks(run_dir, [record], bool(loggers)), loggers,
                             run_dir)
@@ -126,8 +126,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-    asks_for_help = any(arg in ("-h", "--help", "--hydra-help", "--info") for arg in sys.argv)
-    if not asks_for_help and not _full_errors():
+    # Other Hydra flags (--cfg job, --help, ...) take values or print instead of running.
+    plain_run = all(arg in ("-m", "--multirun") for arg in sys.argv[1:] if arg.startswith("-"))
+    if plain_run and not _full_errors():
         try:
             check_overrides(overrides)
         except UserError as error:

@@ -49,6 +49,7 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "data.batch_size": (_INTEGER, None),
     "data.num_workers": (_INTEGER, None),
     "model.bound": (_NUMBER, None),
+    "data.noise": (_NUMBER, None),
     "model.stem_relu": (_BOOLEAN, None),
 }
 _POSITIVE = {"depth", "groups", "width", "budget", "trainer.max_epochs", "data.batch_size",

@@ -34,9 +34,11 @@ class ClassificationModule(L.LightningModule):
 
     def __init__(self, model: nn.Module, num_classes: int,
                  optimizer: OptimizerSpec | None = None,
-                 scheduler: SchedulerSpec | None = None) -> None:
+                 scheduler: SchedulerSpec | None = None,
+                 metadata: dict | None = None) -> None:
         super().__init__()
         self.model = model
+        self.metadata = metadata or {}
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.scheduler_spec = scheduler or SchedulerSpec()
         self.diverged_at_epoch: int | None = None
@@ -53,7 +55,9 @@ class ClassificationModule(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        if torch.isfinite(loss):
+        # Evaluation always reports (a diverged model still has an accuracy); a non-finite
+        # training step is left out of the epoch's numbers.
+        if split != "train" or torch.isfinite(loss):
             self.metrics[f"{split}_acc"].update(logits, labels)
             self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
                      prog_bar=split == "train", batch_size=labels.shape[0])
@@ -88,6 +92,10 @@ class ClassificationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_accuracies("test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What built the model, so tools can read a checkpoint without the run's config files.
+        checkpoint["ftbnn_exp"] = self.metadata
 
     def configure_optimizers(self) -> dict:
         optimizer = build_optimizer(self.model, self.optimizer_spec)
