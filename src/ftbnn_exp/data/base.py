@@ -1,0 +1,68 @@
+"""Common ground of every data set: its shape declaration and loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data: it adapts its stem and head to these."""
+
+    image_size: int
+    in_channels: int
+    num_classes: int
+
+
+def split_indices(n: int, holdout: int, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random split of ``range(n)`` into ``n - holdout`` and ``holdout`` indices."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[holdout:], order[:holdout]
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Train / val / test loaders for an image classification data set.
+
+    Subclasses set ``spec`` and fill ``train_set``, ``val_set`` and ``test_set`` in ``setup``.
+    ``batch_size`` is per device (DDP multiplies it by the number of processes).
+    """
+
+    spec: DataSpec
+
+    def __init__(self, name: str = "", batch_size: int = 64, num_workers: int = 0,
+                 pin_memory: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.name = name
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.train_set: Dataset | Subset | None = None
+        self.val_set: Dataset | Subset | None = None
+        self.test_set: Dataset | Subset | None = None
+
+    def _loader(self, dataset: Dataset | Subset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before loaders are made")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

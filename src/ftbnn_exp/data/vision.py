@@ -1,0 +1,114 @@
+"""MNIST, CIFAR-10 and CIFAR-100 through torchvision (or a Keras-style ``mnist.npz``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from ftbnn_exp.data.base import ClassificationDataModule, DataSpec, split_indices
+from ftbnn_exp.errors import DataNotFoundError
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+
+
+def _missing(name: str, root: str, download: bool, error: Exception) -> DataNotFoundError:
+    hint = "download failed (no network?)" if download else "set data.download=true to fetch it"
+    return DataNotFoundError(
+        f"data={name}: no {name} files under '{Path(root).resolve()}' ({hint}); "
+        f"or set data.root to where they are ({type(error).__name__}: {error})"
+    )
+
+
+def load_mnist_npz(path: str) -> dict[str, np.ndarray]:
+    """Arrays ``x_train, y_train, x_test, y_test`` of a Keras-style ``mnist.npz``."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataNotFoundError(f"data.npz_path='{file.resolve()}' is not a file")
+    with np.load(file) as arrays:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+        if missing:
+            raise DataNotFoundError(
+                f"data.npz_path='{file}' lacks {sorted(missing)}; a Keras-style mnist.npz has "
+                "x_train, y_train, x_test, y_test")
+        return {key: arrays[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def _mnist_tensors(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    pixels = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
+    return TensorDataset((pixels - MNIST_MEAN) / MNIST_STD, torch.as_tensor(labels).long())
+
+
+class MNISTDataModule(ClassificationDataModule):
+    """MNIST 28×28; ``val_size`` training images are held out for validation (seeded)."""
+
+    spec = DataSpec(image_size=28, in_channels=1, num_classes=10)
+
+    def __init__(self, root: str = "data", download: bool = False, npz_path: str | None = None,
+                 val_size: int = 5000, train_limit: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download, self.npz_path = root, download, npz_path
+        self.val_size, self.train_limit = val_size, train_limit
+
+    def _splits(self) -> tuple[Dataset, Dataset]:
+        if self.npz_path:
+            arrays = load_mnist_npz(self.npz_path)
+            return (_mnist_tensors(arrays["x_train"], arrays["y_train"]),
+                    _mnist_tensors(arrays["x_test"], arrays["y_test"]))
+        transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                                v2.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+        try:
+            return tuple(  # type: ignore[return-value]
+                datasets.MNIST(self.root, train=train, download=self.download,
+                               transform=transform)
+                for train in (True, False))
+        except RuntimeError as error:
+            raise _missing("mnist", self.root, self.download, error) from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        full_train, test = self._splits()
+        train_idx, val_idx = split_indices(len(full_train), self.val_size, self.seed)
+        if self.train_limit:
+            train_idx = train_idx[: self.train_limit]
+        self.train_set, self.val_set = Subset(full_train, train_idx), Subset(full_train, val_idx)
+        self.test_set = test
+
+
+class CIFARDataModule(ClassificationDataModule):
+    """CIFAR-10/100 32×32 with the usual pad-4 random crop and flip; ``val_size`` held out."""
+
+    def __init__(self, name: str = "cifar10", root: str = "data", download: bool = False,
+                 val_size: int = 5000, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        if name not in CIFAR_MEAN:
+            raise DataNotFoundError(f"data.name={name!r} is unknown; allowed: cifar10, cifar100")
+        self.root, self.download, self.val_size = root, download, val_size
+        self.spec = DataSpec(32, 3, 10 if name == "cifar10" else 100)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                     v2.Normalize(CIFAR_MEAN[self.name], CIFAR_STD[self.name])]
+        augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                              *normalize])
+        cls = datasets.CIFAR10 if self.name == "cifar10" else datasets.CIFAR100
+        try:
+            train_aug = cls(self.root, train=True, download=self.download, transform=augment)
+            train_plain = cls(self.root, train=True, transform=v2.Compose(normalize))
+            test = cls(self.root, train=False, download=self.download,
+                       transform=v2.Compose(normalize))
+        except RuntimeError as error:
+            raise _missing(self.name, self.root, self.download, error) from error
+        train_idx, val_idx = split_indices(len(train_aug), self.val_size, self.seed)
+        self.train_set = Subset(train_aug, train_idx)
+        self.val_set = Subset(train_plain, val_idx)
+        self.test_set = test
