@@ -8,13 +8,14 @@ ARGS ?=
 DATA ?= digits
 DATA_ROOT ?=
 EPOCHS ?=
+MNIST_NPZ ?=
 SWEEP_DIR ?= multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
 rows = $(shell ls conf/experiment/$(1) | sed -e 's/\.yaml$$//' -e 's|^|$(1)/|' | paste -sd, -)
 table_run = $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) data=$(DATA) \
 	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) trainer.max_epochs=$(or $(EPOCHS),$(2)) \
 	hydra.sweep.dir=$(SWEEP_DIR)/$(1) $(ARGS) && $(PY) -m ftbnn_exp.report $(SWEEP_DIR)/$(1)
 
-.PHONY: help setup train test test-slow lint clean ablation derived
+.PHONY: help setup train test test-slow lint clean ablation derived bench bench-data bench-gpu fig2
 
 help: ## List the targets and their variables
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,8 +46,25 @@ test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores)
 test-slow: $(STAMP) ## Run the tests marked slow
 	$(PY) -m pytest -q -m slow
 
+fig2: $(STAMP) ## Fig. 2: 4 MNIST models × 5 seeds, discrepancy table and picture (MNIST_NPZ=path)
+	@overrides="$$($(PY) -m ftbnn_exp.data.mnist_source $(MNIST_NPZ))" && \
+	$(PY) -m ftbnn_exp -m experiment=fig2 $$overrides model.kind=linear,binary,prelu,relu \
+		seed=1,2,3,4,5 $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) \
+		hydra.sweep.dir=$(SWEEP_DIR)/fig2 $(ARGS) && \
+	$(PY) -m ftbnn_exp.report fig2 $(SWEEP_DIR)/fig2
+
+bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain, eager vs compile)
+	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.speed $(ARGS)
+
+bench-data: $(STAMP) ## Input pipeline img/s per worker count beside the model's step img/s
+	$(PY) -m benchmarks.data $(ARGS)
+
+bench-gpu: $(STAMP) ## One GPU: fp32 vs bf16-mixed + channels_last (+ compile); ARGS=--dry-run on CPU
+	bash benchmarks/gpu.sh $(ARGS)
+
 lint: $(STAMP) ## ruff over the code
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf outputs multirun

@@ -27,7 +27,7 @@ def test_every_config_composes_and_validates(group, option):
         overrides.append("data.root=/datasets/imagenet")
     cfg = compose_config(overrides)
     validate(cfg)
-    assert cfg.model.family in ("ftbnn", "bireal", "derived", "resnet_fp")
+    assert cfg.model.family in ("ftbnn", "bireal", "derived", "resnet_fp", "fig2")
 
 
 def test_default_config_is_the_baseline_on_digits():

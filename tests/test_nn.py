@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ftbnn_exp.nn import (
     BinaryActivation,
@@ -12,27 +13,10 @@ from ftbnn_exp.nn import (
     FPReLU,
     NonLinearitySchedule,
     ScaledBinaryConv2d,
+    reference,
     sign_ste,
 )
-
-
-class ReferenceSign(nn.Module):
-    """Appendix E, verbatim in behaviour: the detach trick."""
-
-    def __init__(self, bound: float = 1.2) -> None:
-        super().__init__()
-        self.bound = bound
-
-    def forward(self, x):
-        out = torch.clamp(x, -self.bound, self.bound)
-        out_forward = torch.sign(x)
-        return out_forward.detach() + out - out.detach()
-
-
-def reference_bconv(x, weights, stride=1, padding=1, groups=1, bound=1.2):
-    clipped = torch.clamp(weights, -bound, bound)
-    binary = torch.sign(weights).detach() + clipped - clipped.detach()
-    return F.conv2d(x, binary, stride=stride, padding=padding, groups=groups)
+from ftbnn_exp.nn.lean import saved_bytes
 
 
 def _probe(generator: torch.Generator) -> torch.Tensor:
@@ -46,7 +30,7 @@ def test_activation_ste_matches_appendix_e_exactly(generator):
     x = _probe(generator)
     upstream = torch.randn(x.shape, generator=generator)
     ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ours, out_ref = BinaryActivation()(ours), ReferenceSign()(ref)
+    out_ours, out_ref = BinaryActivation()(ours), reference.Sign()(ref)
     (out_ours * upstream).sum().backward()
     (out_ref * upstream).sum().backward()
     # The detach trick computes sign(x) + c - c, which is sign(x) only up to rounding.
@@ -76,11 +60,12 @@ def test_binary_conv_matches_appendix_e_exactly(generator):
         x = torch.sign(_probe(generator))
         upstream = torch.randn_like(conv(x))
         (conv(x) * upstream).sum().backward()
-        reference = reference_bconv(x, weights, stride, 1, groups)
-        (reference * upstream).sum().backward()
+        expected = F.conv2d(x, reference.binary_weights(weights), stride=stride, padding=1,
+                            groups=groups)
+        (expected * upstream).sum().backward()
         assert torch.equal(conv(x), F.conv2d(x, torch.sign(conv.weight), stride=stride,
                                              padding=1, groups=groups))
-        assert torch.allclose(conv(x), reference, rtol=0, atol=1e-4)
+        assert torch.allclose(conv(x), expected, rtol=0, atol=1e-4)
         assert torch.equal(conv.weight.grad, weights.grad)
 
 
@@ -117,3 +102,70 @@ def test_schedule_stage_end_and_period():
     assert kinds == ["fprelu"] * 5 + ["relu"] + ["fprelu"] * 5 + ["relu"]
     period = NonLinearitySchedule("relu", "identity", placement="period", period=4)
     assert [period.kind_for(i, False) for i in range(8)] == (["identity"] * 3 + ["relu"]) * 2
+
+
+def _block_pair(schedule_kind: str = "fprelu"):
+    from ftbnn_exp.models.ftbnn import BasicBlock
+    from ftbnn_exp.nn import make_nonlinear_module
+
+    block = BasicBlock(8, 8, 1, make_nonlinear_module(schedule_kind, 8))
+    return block, reference.with_appendix_e_layers(block)
+
+
+def test_lean_block_gradients_and_running_stats_equal_the_plain_graph(generator):
+    for stride, groups, momentum in ((1, 1, 0.1), (2, 1, None), (1, 2, 0.1)):
+        from ftbnn_exp.models.derived import NormalBlock, ReductionBlock
+        from ftbnn_exp.nn import make_nonlinear_module
+
+        block = (ReductionBlock(4, groups, make_nonlinear_module("fprelu", 8), 1.2) if stride == 2
+                 else NormalBlock(4, groups, make_nonlinear_module("fprelu", 4), 1.2))
+        block.bn.momentum = momentum
+        plain = copy.deepcopy(block)
+        plain.conv.lean_backward = False
+        x = _probe(generator)[:, :4]
+        for model in (block, plain):
+            inputs = x.clone().requires_grad_()
+            for _ in range(2):  # twice: the running statistics' bookkeeping too
+                out = model(inputs)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            model.grad_of_input = inputs.grad
+        assert torch.equal(block.grad_of_input, plain.grad_of_input)
+        for (name, a), b in zip(block.named_parameters(), plain.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad), name
+        for a, b in zip(block.buffers(), plain.buffers(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_lean_block_keeps_one_byte_per_input_and_four_per_output(generator):
+    block, ref = _block_pair()
+
+    def per_element(model) -> float:
+        """Saved bytes per activation element: the growth from batch 2 to batch 4, so that
+        weight-sized tensors cancel out."""
+        sizes = [saved_bytes(lambda n=n: model(torch.randn(n, 8, 6, 6, generator=generator,
+                                                             requires_grad=True)))
+                 for n in (2, 4)]
+        return (sizes[1] - sizes[0]) / (2 * 8 * 6 * 6)
+
+    # Ours: the int8 code of x and FPReLU's float input.
+    assert per_element(block) == 1 + 4
+    # Appendix E: clamp's input, the conv's float input, BN's input, where's mask, FPReLU's input.
+    assert per_element(ref) == 4 + 4 + 4 + 1 + 4
+
+
+def test_fprelu_gradients_equal_appendix_e(generator):
+    act = FPReLU(3)
+    with torch.no_grad():
+        act.negative.uniform_(-1, 1, generator=generator)
+        act.positive.uniform_(-1, 1, generator=generator)
+    ref = reference.ReferenceFPReLU(act)
+    x = torch.randn(2, 3, 4, 4, generator=generator)
+    x[0, 0, 0, 0] = 0.0
+    upstream = torch.randn(x.shape, generator=generator)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (act(ours) * upstream).sum().backward()
+    (ref(theirs) * upstream).sum().backward()
+    assert torch.equal(act(x), ref(x))
+    assert torch.equal(ours.grad, theirs.grad)
+    assert torch.equal(act.negative.grad, ref.l_weights.grad)
+    assert torch.equal(act.positive.grad, ref.r_weights.grad)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import socket
 import sys
 from netrc import netrc
@@ -11,7 +13,13 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    RichProgressBar,
+)
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -19,11 +27,12 @@ from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solv
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
+from ftbnn_exp.models.toy import Fig2Net
 from ftbnn_exp.nn import NonLinearitySchedule
-from ftbnn_exp.training.callbacks import EpochLine
+from ftbnn_exp.training.callbacks import EpochLine, RngState
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
 
-FAMILIES = ("ftbnn", "bireal", "derived", "resnet_fp")
+FAMILIES = ("ftbnn", "bireal", "derived", "resnet_fp", "fig2")
 IMAGENET = DataSpec(image_size=224, in_channels=3, num_classes=1000)
 
 
@@ -61,6 +70,9 @@ def build_model(cfg: DictConfig, spec: DataSpec, width: int | None = None) -> nn
                              bound=m.bound, **shape)
     if family == "resnet_fp":
         return resnet_fp(cfg.depth, **shape)
+    if family == "fig2":
+        return Fig2Net(m.kind, m.width, m.bottleneck, spec.in_channels, spec.num_classes,
+                       m.stem_stride, m.bound)
     raise UserError(f"model.family={family!r} is unknown; allowed: {', '.join(FAMILIES)}")
 
 
@@ -77,10 +89,19 @@ def measure(cfg: DictConfig, spec: DataSpec, width: int | None) -> Complexity:
                             convention_for(cfg))
 
 
-def optimizer_spec(cfg: DictConfig) -> OptimizerSpec:
+def global_batch(cfg: DictConfig, world_size: int) -> int:
+    return cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
+
+
+def optimizer_spec(cfg: DictConfig, world_size: int = 1) -> OptimizerSpec:
+    """The optimizer of ``cfg.optimizer``; with ``scale_lr`` the lr grows linearly with the
+    global batch over ``reference_batch`` (off by default: the paper does not scale)."""
     o = cfg.optimizer
-    return OptimizerSpec(o.name, float(o.lr), float(o.weight_decay),
-                         float(o.binary_weight_decay), tuple(o.betas))
+    lr = float(o.lr)
+    if o.get("scale_lr"):
+        lr *= global_batch(cfg, world_size) / o.reference_batch
+    return OptimizerSpec(o.name, lr, float(o.weight_decay), float(o.binary_weight_decay),
+                         tuple(o.betas))
 
 
 def scheduler_spec(cfg: DictConfig) -> SchedulerSpec:
@@ -108,21 +129,40 @@ def _wandb_online() -> bool:
     return True
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory: made once, kept in ``wandb_id``, so a resumed run
+    (rerun, SLURM requeue) goes on logging into the same W&B run."""
+    path = run_dir / "wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # W&B ids: 8 characters of [a-z0-9], as wandb makes them
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if name == "wandb" and not logger_cfg.get("offline") and not _wandb_online():
-            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
-            print(f"W&B: no API key or no network; logging offline under {run_dir}/wandb "
-                  f"(upload later with `wandb sync {run_dir}/wandb/offline-run-*`)")
+        if name == "wandb":
+            logger_cfg = OmegaConf.merge(logger_cfg, {"id": wandb_run_id(run_dir),
+                                                      "resume": "allow"})
+            if not logger_cfg.get("offline") and not _wandb_online():
+                logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
+                print(f"W&B: no API key or no network; logging offline under {run_dir}/wandb "
+                      f"(upload later with `wandb sync {run_dir}/wandb/offline-run-*`)")
         loggers.append(instantiate(logger_cfg, _convert_="all"))
     return loggers
 
 
 def build_callbacks(run_dir: Path, extra: list[L.Callback], with_loggers: bool) -> list[L.Callback]:
+    checkpoints = run_dir / "checkpoints"
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/top1",
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/top1",
                         mode="max", save_last=True, auto_insert_metric_name=False),
+        # Ctrl-C, SIGTERM (preemption) or a crash: the state at that step, as interrupted.ckpt.
+        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        RngState(),
         *extra,
     ]
     if with_loggers:
@@ -131,8 +171,25 @@ def build_callbacks(run_dir: Path, extra: list[L.Callback], with_loggers: bool) 
     return callbacks
 
 
+def cluster_plugins() -> list:
+    """Under SLURM: Lightning's auto-requeue on the time-limit signal (USR2, which
+    ``hydra/launcher=slurm`` asks SLURM to send). Lightning saves ``hpc_ckpt_*.ckpt``, requeues
+    the job and the requeued run resumes (``resume=auto``). Submitit's own handler for that
+    signal is removed so that Lightning's is the one that runs."""
+    if not SLURMEnvironment.detect():
+        return []
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR2)]
+
+
+def use_channels_last(cfg: DictConfig) -> bool:
+    if cfg.channels_last == "auto":
+        return cfg.trainer.accelerator in ("gpu", "cuda")
+    return bool(cfg.channels_last)
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
                   run_dir: Path) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                        default_root_dir=str(run_dir), enable_progress_bar=sys.stdout.isatty(),
-                       _convert_="all")
+                       plugins=cluster_plugins() or None, _convert_="all")

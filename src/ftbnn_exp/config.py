@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftbnn_exp.complexity import CONVENTIONS
 from ftbnn_exp.errors import UserError
+from ftbnn_exp.models.toy import KINDS
 from ftbnn_exp.nn import MODULE_KINDS
 from ftbnn_exp.training.optim import OPTIMIZERS, SCHEDULERS
 
@@ -51,6 +52,7 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "model.bound": (_NUMBER, None),
     "data.noise": (_NUMBER, None),
     "model.stem_relu": (_BOOLEAN, None),
+    "model.kind": ("", (None, *KINDS)),
 }
 _POSITIVE = {"depth", "groups", "width", "budget", "trainer.max_epochs", "data.batch_size",
              "nonlinearity.period", "optimizer.lr", "model.bound"}

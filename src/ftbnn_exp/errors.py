@@ -7,3 +7,18 @@ class UserError(Exception):
 
 class DataNotFoundError(UserError, FileNotFoundError):
     """A data set's files are missing or laid out wrongly."""
+
+
+class CorruptImageError(UserError):
+    """An image file that cannot be decoded."""
+
+
+def one_line_message(error: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it with the
+    worker's traceback folded into the message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    last = lines[-1]
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    return last.removeprefix(prefix).removeprefix(f"{type(error).__name__}: ")

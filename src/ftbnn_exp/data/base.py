@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -34,13 +36,18 @@ class ClassificationDataModule(L.LightningDataModule):
     spec: DataSpec
 
     def __init__(self, name: str = "", batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, seed: int = 0) -> None:
+                 pin_memory: bool = False, seed: int = 0,
+                 prefetch_factor: int | None = None) -> None:
         super().__init__()
         self.name = name
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.prefetch_factor = prefetch_factor
+        self.collate_fn: Callable | None = None
+        # Where a data set may list the samples it skipped (see ``use_run_dir``).
+        self.skipped_log: Path | None = None
         self.train_set: Dataset | Subset | None = None
         self.val_set: Dataset | Subset | None = None
         self.test_set: Dataset | Subset | None = None
@@ -55,8 +62,19 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             drop_last=False,
+            collate_fn=self.collate_fn,
         )
+
+    def use_run_dir(self, run_dir: Path) -> None:
+        """Called with the run directory before ``setup``; data sets that record something
+        there (skipped files) override it."""
+
+    def skipped_samples(self) -> list[str]:
+        if self.skipped_log is None or not self.skipped_log.is_file():
+            return []
+        return self.skipped_log.read_text().splitlines()
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

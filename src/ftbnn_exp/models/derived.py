@@ -12,7 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from ftbnn_exp.models.layout import blocks_per_stage, is_small_input
-from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d, NonLinearitySchedule
+from ftbnn_exp.nn import (
+    DEFAULT_BOUND,
+    BinaryActivation,
+    BinaryConv2d,
+    NonLinearitySchedule,
+    binary_conv_bn,
+)
 
 STEM_CHANNELS = 32
 """Half the baseline's 64 stem channels (§3, Fig. 4b)."""
@@ -94,7 +100,7 @@ class NormalBlock(nn.Module):
         self.nonlinear = nonlinear
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.nonlinear(self.bn(self.conv(self.binarize(x))) + x)
+        return self.nonlinear(binary_conv_bn(x, self.binarize, self.conv, self.bn) + x)
 
 
 class ReductionBlock(nn.Module):
@@ -120,7 +126,7 @@ class ReductionBlock(nn.Module):
         doubled = torch.cat([x, x], dim=1)
         pooled = self.pool(x)
         shortcut = torch.cat([pooled, pooled], dim=1)
-        return self.nonlinear(self.bn(self.conv(self.binarize(doubled))) + shortcut)
+        return self.nonlinear(binary_conv_bn(doubled, self.binarize, self.conv, self.bn) + shortcut)
 
 
 class DerivedFTBNN(nn.Module):

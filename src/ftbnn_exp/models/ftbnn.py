@@ -19,6 +19,7 @@ from ftbnn_exp.nn import (
     BinaryConv2d,
     NonLinearitySchedule,
     ScaledBinaryConv2d,
+    binary_conv_bn,
 )
 
 BASELINE_WIDTHS = (64, 128, 256, 512)
@@ -58,7 +59,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.nonlinear(self.bn(self.conv(self.binarize(x))) + shortcut)
+        return self.nonlinear(binary_conv_bn(x, self.binarize, self.conv, self.bn) + shortcut)
 
 
 def baseline_stem(in_channels: int, out_channels: int, small_input: bool,

@@ -9,6 +9,7 @@ from ftbnn_exp.nn.conv import (
     binary_weight_parameters,
     is_binary_conv,
 )
+from ftbnn_exp.nn.lean import binary_conv_bn
 from ftbnn_exp.nn.nonlinearity import MODULE_KINDS, NonLinearitySchedule, make_nonlinear_module
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "NonLinearitySchedule",
     "ScaledBinaryConv2d",
     "SignSTE",
+    "binary_conv_bn",
     "binary_weight_parameters",
     "is_binary_conv",
     "make_nonlinear_module",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ftbnn_exp.nn.lean import FPReLUFunction
+
 
 class FPReLU(nn.Module):
     """``x * positive`` for ``x > 0``, ``x * negative`` otherwise, both slopes per channel.
@@ -19,6 +21,8 @@ class FPReLU(nn.Module):
         self.positive = nn.Parameter(torch.ones(1, channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return FPReLUFunction.apply(x, self.negative, self.positive)
         return torch.where(x > 0, x * self.positive, x * self.negative)
 
     def extra_repr(self) -> str:

@@ -3,6 +3,7 @@
 ``python -m ftbnn_exp.report <multirun dir>``: Table 3 and/or Table 4 from the runs found under
 the folder, written to ``report.md``, ``report-<table>.csv`` and ``curves-<table>.png`` there.
 ``python -m ftbnn_exp.report fprelu <checkpoint>``: Table 2 for a trained model.
+``python -m ftbnn_exp.report fig2 <multirun dir>``: Fig. 2's table and picture.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from pathlib import Path
 
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.curves import plot_curves
+from ftbnn_exp.report.fig2 import fig2_report
 from ftbnn_exp.report.fprelu import fprelu_table, load_checkpoint
 from ftbnn_exp.report.runs import load_runs
 from ftbnn_exp.report.tables import BUILDERS
 
 USAGE = ("usage: python -m ftbnn_exp.report <multirun dir> | "
-         "python -m ftbnn_exp.report fprelu <checkpoint>")
+         "python -m ftbnn_exp.report fprelu <checkpoint> | "
+         "python -m ftbnn_exp.report fig2 <multirun dir>")
 
 
 def write_reports(root: Path) -> str:
@@ -44,6 +47,9 @@ def main(argv: list[str]) -> int:
     try:
         if len(argv) == 2 and argv[0] == "fprelu":
             print(fprelu_table(load_checkpoint(argv[1])))
+        elif len(argv) == 2 and argv[0] == "fig2":
+            print(fig2_report(Path(argv[1])))
+            print(f"written: {Path(argv[1]) / 'fig2.md'}, {Path(argv[1]) / 'fig2.png'}")
         elif len(argv) == 1:
             print(write_reports(Path(argv[0])))
             print(f"written: {Path(argv[0]) / 'report.md'}")

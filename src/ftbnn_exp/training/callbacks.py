@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ftbnn_exp.training.artifacts import write_json_atomic
 from ftbnn_exp.training.module import ClassificationModule
@@ -25,10 +30,15 @@ class RunRecord(L.Callback):
     The history travels in checkpoints, so a resumed run keeps its earlier epochs.
     """
 
-    def __init__(self, path: str | Path, info: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, info: dict[str, Any], resuming: bool = False) -> None:
         self.path = Path(path)
         self.info = dict(info)
         self.history: list[dict[str, float]] = []
+        self._checkpoint_epoch = -1
+        if resuming and self.path.is_file():
+            # The record on disk: kept if the resume fails early, and merged into the
+            # checkpoint's history for the epoch the checkpoint was taken in.
+            self.history = json.loads(self.path.read_text()).get("history", [])
         self.status = "running"
         self.test: dict[str, float] = {}
 
@@ -84,15 +94,44 @@ class RunRecord(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        self.status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
+        self.status = "interrupted" if interrupted else "failed"
         self.info["error"] = f"{type(exception).__name__}: {exception}"
         self.write(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._checkpoint_epoch = checkpoint.get("epoch", -1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
+        """The checkpoint's rows, plus the on-disk rows of epochs up to the checkpoint's (an
+        end-of-epoch checkpoint is written before that epoch's row is complete)."""
+        rows = list(state_dict.get("history", []))
+        known = {row["epoch"] for row in rows}
+        rows += [row for row in self.history
+                 if row["epoch"] not in known and row["epoch"] <= self._checkpoint_epoch]
+        self.history = sorted(rows, key=lambda row: row["epoch"])
+
+
+class RngState(L.Callback):
+    """Puts the RNG states of torch (CPU and CUDA), NumPy and Python in every checkpoint and
+    restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one.
+    Lightning checkpoints the model, optimizer, schedulers and loops, but not these."""
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _collect_rng_states(include_cuda=True)
+        # NumPy's key array as a tensor: checkpoints stay loadable with weights_only=True.
+        name, keys, *rest = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), *rest)
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        name, keys, *rest = state_dict["numpy"]
+        _set_rng_states({**state_dict,
+                         "numpy": (name, keys.numpy().astype(np.uint32), *rest)})
 
 
 class EpochLine(L.Callback):

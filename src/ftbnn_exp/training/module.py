@@ -35,9 +35,10 @@ class ClassificationModule(L.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int,
                  optimizer: OptimizerSpec | None = None,
                  scheduler: SchedulerSpec | None = None,
-                 metadata: dict | None = None) -> None:
+                 metadata: dict | None = None, channels_last: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.channels_last = channels_last
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.metadata = metadata or {}
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.scheduler_spec = scheduler or SchedulerSpec()
@@ -53,6 +54,8 @@ class ClassificationModule(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         images, labels = batch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         # Evaluation always reports (a diverged model still has an accuracy); a non-finite

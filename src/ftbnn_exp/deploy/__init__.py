@@ -1,0 +1,1 @@
+"""Deployment with bit operations (Appendix B): packed export, exact bit-op reference engine."""

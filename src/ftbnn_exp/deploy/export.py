@@ -1,0 +1,165 @@
+"""Export a trained checkpoint to packed bits, load it back, and verify it layer by layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ftbnn_exp.build import build_datamodule, build_model
+from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights
+from ftbnn_exp.deploy.layers import packed_layers, to_inference
+from ftbnn_exp.errors import UserError
+from ftbnn_exp.nn import BinaryConv2d
+from ftbnn_exp.report.fprelu import load_checkpoint
+
+FORMAT = "ftbnn-exp-deploy/1"
+
+
+def trained_model(checkpoint: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The float model of a training checkpoint (eval mode) and its config."""
+    metadata = checkpoint["ftbnn_exp"]
+    cfg = OmegaConf.create(metadata["config"])
+    spec = build_datamodule(cfg).spec
+    model = build_model(cfg, spec, metadata.get("width"))
+    model.load_state_dict({k.removeprefix("model."): v
+                           for k, v in checkpoint["state_dict"].items()
+                           if k.startswith("model.")})
+    return model.eval(), cfg
+
+
+def export(checkpoint_path: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the inference model of ``checkpoint_path`` to ``out``; return the sizes."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    model, _ = trained_model(checkpoint)
+    inference = to_inference(model)
+    torch.save({"format": FORMAT, "ftbnn_exp": checkpoint["ftbnn_exp"],
+                "state_dict": inference.state_dict()}, out)
+    return sizes(model, inference, Path(checkpoint_path), Path(out))
+
+
+def load_export(path: str | Path) -> nn.Module:
+    file = Path(path)
+    try:
+        exported = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"export '{file}' cannot be read: {error}") from error
+    if not isinstance(exported, dict) or exported.get("format") != FORMAT:
+        raise UserError(f"'{file}' is not an ftbnn_exp export ({FORMAT}); make one with "
+                        f"`python -m ftbnn_exp.deploy export <checkpoint> <out>`")
+    metadata = exported["ftbnn_exp"]
+    cfg = OmegaConf.create(metadata["config"])
+    inference = to_inference(build_model(cfg, build_datamodule(cfg).spec, metadata.get("width")))
+    inference.load_state_dict(exported["state_dict"])
+    return inference.eval()
+
+
+def sizes(model: nn.Module, inference: nn.Module, checkpoint: Path,
+          exported: Path) -> dict[str, Any]:
+    binary = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    binary_params = sum(m.weight.numel() for m in binary)
+    all_params = sum(p.numel() for p in model.parameters())
+    packed = sum(m.signs.numel() + m.nonzero.numel() for _, m in packed_layers(inference))
+    return {
+        "checkpoint_bytes": checkpoint.stat().st_size,
+        "export_bytes": exported.stat().st_size,
+        "binary_fp32_bytes": 4 * binary_params,
+        "binary_packed_bytes": packed,
+        # Table 4's Params: fp params + binary params / 32, i.e. bytes = 4·fp + binary / 8.
+        "table4_params_bytes": 4 * (all_params - binary_params) + binary_params / 8,
+    }
+
+
+def describe_sizes(s: dict[str, Any]) -> str:
+    def mb(n: float) -> str:
+        return f"{n / 2**20:.3f} MB"
+
+    return (f"export {mb(s['export_bytes'])} vs fp32 checkpoint {mb(s['checkpoint_bytes'])} "
+            f"({s['checkpoint_bytes'] / s['export_bytes']:.1f}× smaller); binary-conv weights "
+            f"{mb(s['binary_fp32_bytes'])} fp32 -> {mb(s['binary_packed_bytes'])} packed "
+            f"({s['binary_fp32_bytes'] / max(s['binary_packed_bytes'], 1):.1f}×); Table 4's "
+            f"Params convention (fp + binary/32) predicts {mb(s['table4_params_bytes'])}")
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    inputs: str
+    shape: str
+    outputs: int = 0
+    mismatches: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return self.outputs > 0 and self.mismatches == 0
+
+
+@torch.no_grad()
+def verify(model: nn.Module, inference: nn.Module, loader: DataLoader,
+           batches: int | None = None) -> tuple[list[LayerCheck], dict[str, Any]]:
+    """Per binary conv: the bit-op engine's integers against ``F.conv2d`` of the sign-binarized
+    input and weights (float64, exact); then the exported model's logits and top-1 against the
+    float model's."""
+    checks: dict[str, LayerCheck] = {}
+    handles = []
+    for name, conv in model.named_modules():
+        if not isinstance(conv, BinaryConv2d):
+            continue
+        signs, nonzero = pack_weights(conv.weight)
+        shape = (f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×"
+                 f"{conv.kernel_size[1]}/{conv.stride[0]} g{conv.groups}")
+        checks[name] = LayerCheck(name, "", shape)
+
+        def compare(module: BinaryConv2d, args: tuple, _: Tensor, name: str = name,
+                    words: tuple[Tensor, Tensor] = (signs, nonzero)) -> None:
+            x = args[0]
+            expected = F.conv2d(x.double(), torch.sign(module.weight).double(), None,
+                                module.stride, module.padding, module.dilation, module.groups)
+            got = binary_conv2d(x, *words, module.kernel_size[0], module.stride[0],
+                                module.padding[0], module.groups)
+            check = checks[name]
+            kind = "{0,1}" if bool((x >= 0).all()) else "±1"
+            check.inputs = kind if check.inputs in ("", kind) else "mixed"
+            check.outputs += got.numel()
+            check.mismatches += int((got.double() != expected).sum())
+
+        handles.append(conv.register_forward_hook(compare))
+    agree = total = 0
+    worst = scale = 0.0
+    try:
+        for index, (images, _) in enumerate(loader):
+            if batches is not None and index >= batches:
+                break
+            reference, deployed = model(images), inference(images)
+            agree += int((reference.argmax(1) == deployed.argmax(1)).sum())
+            total += images.shape[0]
+            worst = max(worst, float((reference - deployed).abs().max()))
+            scale = max(scale, float(reference.abs().max()))
+    finally:
+        for handle in handles:
+            handle.remove()
+    summary = {"images": total, "top1_identical": agree, "max_logit_diff": worst,
+               "max_logit": scale,
+               "logits_close": worst <= 1e-4 * max(scale, 1.0)}
+    return list(checks.values()), summary
+
+
+def verify_table(checks: list[LayerCheck], summary: dict[str, Any]) -> tuple[str, bool]:
+    lines = [f"{'binary conv':34s} {'input':6s} {'shape':22s} {'outputs':>10s} "
+             f"{'mismatches':>10s}  result"]
+    for c in checks:
+        lines.append(f"{c.name:34s} {c.inputs:6s} {c.shape:22s} {c.outputs:10d} "
+                     f"{c.mismatches:10d}  {'exact' if c.exact else 'FAIL'}")
+    passed = (all(c.exact for c in checks) and summary["logits_close"]
+              and summary["top1_identical"] == summary["images"] and summary["images"] > 0)
+    lines.append(f"logits: max |Δ| {summary['max_logit_diff']:.3g} (max |logit| "
+                 f"{summary['max_logit']:.3g}); top-1 identical on {summary['top1_identical']}/"
+                 f"{summary['images']} images")
+    lines.append("PASS" if passed else "FAIL")
+    return "\n".join(lines), passed

@@ -1,0 +1,135 @@
+"""Inference layers of an exported model: packed 1-bit weights and BN folded into an affine.
+
+:func:`to_inference` swaps every binary conv + BN pair of a trained model for
+:class:`PackedBinaryConv2d` + :class:`FoldedBatchNorm2d`; everything else (binarizers, stem,
+1×1 shortcuts, pooling, non-linear modules, FC) stays as it was, in float.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ftbnn_exp.deploy.bitops import binary_conv2d, pack
+from ftbnn_exp.nn import BinaryConv2d, ScaledBinaryConv2d
+
+
+def _bits_to_bytes(bits: Tensor) -> Tensor:
+    return torch.from_numpy(np.packbits(bits.flatten().numpy().astype(np.uint8)))
+
+
+def _bytes_to_bits(data: Tensor, count: int) -> Tensor:
+    return torch.from_numpy(np.unpackbits(data.numpy())[:count].astype(bool))
+
+
+class PackedBinaryConv2d(nn.Module):
+    """A binary conv whose weights are stored as 1 bit each and computed by popcounts.
+
+    Stored (``state_dict``): ``signs``, the bits [W > 0] of the ``O × C/g × k × k`` weights,
+    8 per byte; ``nonzero``, the bits [W ≠ 0], left empty when no weight is exactly 0 (the usual
+    case: ``torch.sign(0) = 0`` would otherwise be lost). Input: the sign-binarized activations
+    ({-1, 0, +1}); output: the exact integer result of ``F.conv2d``, as float.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 padding: int, groups: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.groups = (kernel_size, stride,
+                                                                     padding, groups)
+        count = out_channels * (in_channels // groups) * kernel_size * kernel_size
+        self.register_buffer("signs", torch.zeros(-(-count // 8), dtype=torch.uint8))
+        self.register_buffer("nonzero", torch.zeros(0, dtype=torch.uint8))
+        self._words: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def weight_count(self) -> int:
+        return self.out_channels * (self.in_channels // self.groups) * self.kernel_size ** 2
+
+    @classmethod
+    def from_conv(cls, conv: BinaryConv2d) -> PackedBinaryConv2d:
+        packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
+                     conv.padding[0], conv.groups)
+        weight = conv.weight.detach().cpu()
+        packed.signs = _bits_to_bytes(weight > 0)
+        if bool((weight == 0).any()):
+            packed.nonzero = _bits_to_bytes(weight != 0)
+        return packed
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Buffers may change size (``nonzero``) and the word cache is rebuilt from them.
+        for name in ("signs", "nonzero"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        self._words = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def words(self) -> tuple[Tensor, Tensor]:
+        """Sign and non-zero bits as int64 words along ``C/g·k·k``, per output channel."""
+        if self._words is None:
+            shape = (self.out_channels, self.weight_count // self.out_channels)
+            signs = _bytes_to_bits(self.signs, self.weight_count).view(shape)
+            nonzero = (_bytes_to_bits(self.nonzero, self.weight_count).view(shape)
+                       if self.nonzero.numel() else torch.ones(shape, dtype=torch.bool))
+            self._words = (pack(signs), pack(nonzero))
+        return self._words
+
+    def forward(self, x: Tensor) -> Tensor:
+        signs, nonzero = self.words()
+        out = binary_conv2d(x.cpu(), signs, nonzero, self.kernel_size, self.stride,
+                            self.padding, self.groups)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, 1 bit")
+
+
+class FoldedBatchNorm2d(nn.Module):
+    """Eval-mode BN (and Bi-Real's per-channel weight scale) as ``x · scale + bias``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+
+    @classmethod
+    def fold(cls, bn: nn.BatchNorm2d, conv_scale: Tensor | None = None) -> FoldedBatchNorm2d:
+        folded = cls(bn.num_features)
+        inv_std = torch.rsqrt(bn.running_var + bn.eps)
+        gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
+        beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
+        scale = gamma * inv_std
+        folded.scale = (scale * conv_scale if conv_scale is not None else scale).detach().clone()
+        folded.bias = (beta - bn.running_mean * scale).detach().clone()
+        return folded
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def _conv_scale(conv: BinaryConv2d) -> Tensor | None:
+    if isinstance(conv, ScaledBinaryConv2d):
+        return conv.weight.detach().abs().mean(dim=(1, 2, 3))
+    return None
+
+
+def to_inference(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with each binary conv followed by a BN, in registration
+    order as every block here declares them, replaced by packed bits and a folded BN."""
+    inference = copy.deepcopy(model).eval()
+    for parent in list(inference.modules()):
+        children = list(parent.named_children())
+        for (name, child), (next_name, following) in itertools.pairwise(children):
+            if isinstance(child, BinaryConv2d) and isinstance(following, nn.BatchNorm2d):
+                setattr(parent, next_name, FoldedBatchNorm2d.fold(following, _conv_scale(child)))
+                setattr(parent, name, PackedBinaryConv2d.from_conv(child))
+    return inference
+
+
+def packed_layers(model: nn.Module) -> list[tuple[str, PackedBinaryConv2d]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PackedBinaryConv2d)]

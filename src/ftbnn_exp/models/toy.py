@@ -1,0 +1,70 @@
+"""The 2-layer MNIST models of Section 1 and Fig. 2: linear, binary, binary + PReLU, binary + ReLU.
+
+An initial real-valued conv, two basic blocks as in Fig. 1(b) (sign → binary conv → BN → add
+shortcut), optionally followed by a non-linear module, then the FC layer. The paper gives no
+widths or strides; ours (documented defaults, all configurable in ``conf/model/fig2.yaml``):
+16 channels, a stride-2 initial conv (14×14 blocks on MNIST: 20 trainings fit in minutes on a
+laptop CPU), global average pooling, and a 2-D linear bottleneck before the FC so that the
+plotted features are exactly what the classifier sees.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d
+
+KINDS = ("linear", "binary", "prelu", "relu")
+"""Fig. 2's four models."""
+
+
+def _nonlinear(kind: str, channels: int) -> nn.Module:
+    if kind == "prelu":
+        return nn.PReLU(channels)
+    if kind == "relu":
+        return nn.ReLU()
+    return nn.Identity()
+
+
+class Fig2Block(nn.Module):
+    """sign → 3×3 conv → BN → + x → non-linear module (Fig. 1b). The ``linear`` model keeps the
+    real input and the real weights (no sign, plain conv)."""
+
+    def __init__(self, channels: int, kind: str, bound: float = DEFAULT_BOUND) -> None:
+        super().__init__()
+        binary = kind != "linear"
+        self.binarize = BinaryActivation(bound) if binary else nn.Identity()
+        self.conv = (BinaryConv2d(channels, channels, 3, padding=1, bound=bound) if binary
+                     else nn.Conv2d(channels, channels, 3, padding=1, bias=False))
+        self.bn = nn.BatchNorm2d(channels)
+        self.nonlinear = _nonlinear(kind, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.nonlinear(self.bn(self.conv(self.binarize(x))) + x)
+
+
+class Fig2Net(nn.Module):
+    """Initial real conv → BN → two :class:`Fig2Block` → pool → [bottleneck] → FC."""
+
+    def __init__(self, kind: str, width: int = 16, bottleneck: int | None = 2,
+                 in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
+                 bound: float = DEFAULT_BOUND) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"model.kind={kind!r} is not allowed; allowed: {', '.join(KINDS)}")
+        self.kind = kind
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+        )
+        self.blocks = nn.Sequential(Fig2Block(width, kind, bound), Fig2Block(width, kind, bound))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bottleneck = nn.Linear(width, bottleneck) if bottleneck else nn.Identity()
+        self.fc = nn.Linear(bottleneck or width, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """What the FC layer sees (Fig. 2's plotted features)."""
+        return self.bottleneck(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x))

@@ -1,0 +1,160 @@
+"""Deployment with bit operations (Appendix B): the engine is exact, the export round-trips, a
+trained model verifies, and Appendix B's example comes out as the paper says."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from ftbnn_exp.build import build_model
+from ftbnn_exp.config import compose_config
+from ftbnn_exp.data import DataSpec
+from ftbnn_exp.deploy.bitops import (
+    binary_conv2d,
+    pack,
+    pack_weights,
+    popcount,
+    unpack,
+    xnor_popcount,
+)
+from ftbnn_exp.deploy.export import FORMAT, export, load_export
+from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d, to_inference
+from ftbnn_exp.errors import UserError
+from ftbnn_exp.nn import BinaryConv2d
+
+# (in, out, stride, groups): every binary conv kind of the baseline, Bi-Real and derived models.
+SHAPES = [(8, 8, 1, 1), (8, 16, 2, 1), (16, 16, 2, 2), (12, 12, 1, 3), (10, 10, 1, 5),
+          (16, 16, 1, 8), (16, 32, 2, 8), (80, 24, 1, 1)]
+
+
+def test_popcount_counts_every_bit_including_the_sign_bit(generator):
+    words = torch.randint(-(2**63), 2**63 - 1, (4096,), generator=generator, dtype=torch.int64)
+    words[:3] = torch.tensor([0, -1, -(2**63)])
+    expected = [bin(w & (2**64 - 1)).count("1") for w in words.tolist()]
+    assert popcount(words).tolist() == expected
+
+
+def test_pack_and_unpack_round_trip(generator):
+    bits = torch.rand(3, 2, 130, generator=generator) > 0.5
+    words = pack(bits)
+    assert words.shape == (3, 2, 3) and words.dtype == torch.int64
+    assert torch.equal(unpack(words, 130), bits)
+
+
+@pytest.mark.parametrize("inputs", ["bipolar", "relu"])
+@pytest.mark.parametrize(("cin", "cout", "stride", "groups"), SHAPES)
+def test_bit_engine_equals_conv2d_exactly(inputs, cin, cout, stride, groups, generator):
+    x = torch.randn(2, cin, 9, 9, generator=generator)
+    x[0, 0, 0, :3] = 0.0  # sign(0) = 0 must stay 0
+    if inputs == "relu":
+        x = x.relu()
+    binary = torch.sign(x)
+    weight = torch.randn(cout, cin // groups, 3, 3, generator=generator)
+    weight[0, 0, 0, 0] = 0.0
+    expected = F.conv2d(binary.double(), torch.sign(weight).double(), stride=stride, padding=1,
+                        groups=groups)
+    got = binary_conv2d(binary, *pack_weights(weight), 3, stride, 1, groups)
+    assert got.dtype == torch.int32
+    assert torch.equal(got.double(), expected)
+
+
+def test_appendix_b_example():
+    """x_r = [-3, -2, 1.5, 2, -1.2] after a ReLU, w_b = [T, F, T, F, T] (Appendix B)."""
+    x = torch.tensor([-3.0, -2.0, 1.5, 2.0, -1.2]).relu()
+    x_b = torch.sign(x)  # [0, 0, 1, 1, 0]
+    w_b = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0])
+    # The five values as five channels of a 1×1 convolution.
+    pytorch = F.conv2d(x_b.view(1, 5, 1, 1), w_b.view(1, 5, 1, 1)).item()
+    assert pytorch == 0.0  # Eq. 5
+    assert xnor_popcount(x_b > 0, w_b > 0).item() == 2  # Eq. 3: plain XNOR-count disagrees
+    bipolar = 5 - 2 * int(((x_b > 0) ^ (w_b > 0)).sum())
+    assert bipolar == -1 != pytorch  # reading F as -1 computes the net without the ReLU
+    ours = binary_conv2d(x_b.view(1, 5, 1, 1), *pack_weights(w_b.view(1, 5, 1, 1)), 1)
+    assert ours.item() == 0  # Eq. 6's {0, 1} path gives PyTorch's result
+
+
+def _checkpoint(tmp_path, overrides: list[str], spec: DataSpec):
+    cfg = compose_config(["logger=none", *overrides])
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra", None)
+    model = build_model(OmegaConf.create(config), spec)
+    torch.manual_seed(0)
+    for module in model.modules():  # BN statistics as after training, not the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "ftbnn_exp": {"config": config, "width": None}}, path)
+    return model.eval(), path
+
+
+@pytest.mark.parametrize("overrides", [[], ["model=bireal"],
+                                       ["model=derived", "width=16", "groups=2"]])
+def test_export_round_trip_keeps_the_logits(tmp_path, overrides, generator):
+    spec = DataSpec(8, 1, 10)
+    model, path = _checkpoint(tmp_path, overrides, spec)
+    sizes = export(path, tmp_path / "model.ftbnn")
+    loaded = load_export(tmp_path / "model.ftbnn")
+    packed = [m for m in loaded.modules() if isinstance(m, PackedBinaryConv2d)]
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert len(packed) == len(convs)
+    # The non-zero mask is stored exactly where a latent weight is exactly 0 (sign(0) = 0).
+    assert [m.nonzero.numel() > 0 for m in packed] == [bool((c.weight == 0).any()) for c in convs]
+    assert sum(isinstance(m, FoldedBatchNorm2d) for m in loaded.modules()) == len(packed)
+    x = torch.randn(16, 1, 8, 8, generator=generator)
+    with torch.no_grad():
+        reference, direct, exported = model(x), to_inference(model)(x), loaded(x)
+    assert torch.equal(direct, exported)
+    assert torch.allclose(reference, exported, rtol=1e-4, atol=1e-4)
+    assert torch.equal(reference.argmax(1), exported.argmax(1))
+    # One bit per weight (8 per byte), twice where a zero weight needs its mask.
+    assert sizes["binary_packed_bytes"] == sum(
+        -(-c.weight.numel() // 8) * (2 if bool((c.weight == 0).any()) else 1) for c in convs)
+
+
+def test_not_our_files_are_named_in_one_line(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="was not written by ftbnn_exp training"):
+        export(foreign, tmp_path / "out")
+    torch.save({"format": "other"}, tmp_path / "other.ftbnn")
+    with pytest.raises(UserError, match=f"is not an ftbnn_exp export \\({FORMAT}\\)"):
+        load_export(tmp_path / "other.ftbnn")
+    done = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "verify", str(foreign)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: checkpoint '{foreign}' was not written by ftbnn_exp "
+                                   "training")
+
+
+@pytest.mark.parametrize("model", [["model=baseline"],
+                                   ["model=derived", "width=32", "groups=4"]])
+def test_trained_model_verifies_exactly(tmp_path, model):
+    run_dir = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "-m", "ftbnn_exp", *model, "trainer.max_epochs=2",
+                              "logger=none", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "verify",
+                           str(run_dir / "checkpoints" / "last.ckpt")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    layers = [line for line in lines[1:] if line.endswith(("exact", "FAIL"))]
+    assert layers and all(line.endswith("exact") for line in layers)
+    # The baseline schedule's ReLUs make {0, 1} inputs (Appendix B), FPReLUs bipolar ones.
+    assert any(" {0,1} " in line for line in layers) and any(" ±1 " in line for line in layers)
+    images = re.search(r"top-1 identical on (\d+)/(\d+) images", done.stdout)
+    assert images and images.group(1) == images.group(2) == "270"
+    assert "PASS" in lines
+    ratio = float(re.search(r"fp32 -> [\d.]+ MB packed \(([\d.]+)×\)", done.stdout).group(1))
+    assert ratio >= 20

@@ -1,0 +1,251 @@
+"""Nothing lost: exact resume, SIGTERM, atomic files, unreadable images, full or unwritable disks,
+and the cluster settings (trainer presets, SLURM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec.implementations.local
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ftbnn_exp.build import cluster_plugins, optimizer_spec, use_channels_last, wandb_run_id
+from ftbnn_exp.config import compose_config
+from ftbnn_exp.data import ImageNetDataModule
+from ftbnn_exp.errors import CorruptImageError, UserError, one_line_message
+from ftbnn_exp.training.artifacts import write_json_atomic
+from ftbnn_exp.training.storage import check_free_space, resume_checkpoint
+
+SHORT = ["trainer.limit_train_batches=4", "trainer.deterministic=true"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ftbnn_exp", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_one_epoch_resume_one_epoch_equals_two_epochs(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    done = run_cli("trainer.max_epochs=2", *SHORT, f"hydra.run.dir={whole}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The same run, stopped after epoch 0 (4 steps), then the same command again.
+    first = run_cli("trainer.max_epochs=2", *SHORT, "trainer.max_steps=4",
+                    f"hydra.run.dir={split}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert metrics(split)["epochs_run"] == 1
+    second = run_cli("trainer.max_epochs=2", *SHORT, f"hydra.run.dir={split}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming from {split / 'checkpoints' / 'last.ckpt'}" in second.stdout
+    a, b = weights(whole), weights(split)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert metrics(whole)["history"] == metrics(split)["history"]
+    assert metrics(whole)["final"] == metrics(split)["final"]
+    assert metrics(split)["epochs_run"] == 2 and metrics(split)["status"] == "completed"
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    schedule = ["trainer.max_epochs=6", "trainer.limit_train_batches=8"]
+    command = [sys.executable, "-m", "ftbnn_exp", *schedule, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        record = run_dir / "metrics.json"
+        if record.is_file() and json.loads(record.read_text())["history"]:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
+    record = metrics(run_dir)
+    assert record["status"] == "interrupted" and record["epochs_run"] >= 1
+    rerun = run_cli(*schedule, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming from" in rerun.stdout
+    record = metrics(run_dir)
+    assert record["status"] == "completed"
+    assert [row["epoch"] for row in record["history"]] == list(range(6))
+    # A finished run removes its interrupted.ckpt (Lightning's OnExceptionCheckpoint).
+    assert not (run_dir / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_resume_picks_the_newest_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    assert resume_checkpoint("auto", tmp_path) is None
+    for i, path in enumerate([checkpoints / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt",
+                              checkpoints / "interrupted.ckpt"]):
+        path.write_bytes(b"x")
+        stamp = 1_000_000 + i
+        os.utime(path, (stamp, stamp))
+        assert resume_checkpoint("auto", tmp_path) == path
+    assert resume_checkpoint("never", tmp_path) is None
+    with pytest.raises(UserError, match="resume=nope is not a checkpoint file"):
+        resume_checkpoint("nope", tmp_path)
+
+
+def test_json_and_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    write_json_atomic(target, {"epoch": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"epoch": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    # Lightning saves checkpoints through an fsspec transaction: no commit, no file.
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, max_epochs=0)
+    module = L.LightningModule()
+    module.layer = torch.nn.Linear(2, 2)
+    trainer.strategy.connect(module)
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileOpener, "commit", crash)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_unwritable_output_fails_at_start(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_cli(f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: output directory {blocker}/run cannot be created: {blocker} is not a folder; "
+        f"set hydra.run.dir (or hydra.sweep.dir) to a writable folder"]
+
+
+def test_too_little_disk_space_fails_before_training(tmp_path, monkeypatch):
+    model = torch.nn.Linear(1000, 1000)
+    free = type("Usage", (), {"free": 10 * 2**20})()
+    monkeypatch.setattr("shutil.disk_usage", lambda path: free)
+    with pytest.raises(UserError, match=r"only 10 MB free under .*about 110 MB"):
+        check_free_space(tmp_path, model)
+
+
+def _image_folder(root: Path, corrupt: bool) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.JPEG", format="JPEG")
+    bad = root / "train" / "b" / "broken.JPEG"
+    if corrupt:
+        bad.write_bytes(b"not a jpeg")
+    return bad
+
+
+def test_an_unreadable_image_is_named_in_one_line(tmp_path):
+    bad = _image_folder(tmp_path / "imagenet", corrupt=True)
+    dm = ImageNetDataModule(root=str(tmp_path / "imagenet"), num_classes=2, image_size=32,
+                            batch_size=16)
+    dm.setup()
+    with pytest.raises(CorruptImageError) as caught:
+        next(iter(dm.train_dataloader()))
+    assert str(bad) in one_line_message(caught.value)
+    done = run_cli("data=imagenet", f"data.root={tmp_path / 'imagenet'}", "data.num_classes=2",
+                   "data.image_size=32", "data.num_workers=1", "trainer.max_epochs=1",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot read image {bad} (UnidentifiedImageError")
+    assert last.endswith("set data.skip_corrupt=true to skip unreadable images")
+    assert metrics(tmp_path / "run")["status"] == "failed"
+
+
+def test_unreadable_images_can_be_skipped_and_are_counted(tmp_path):
+    bad = _image_folder(tmp_path / "imagenet", corrupt=True)
+    run_dir = tmp_path / "run"
+    done = run_cli("data=imagenet", f"data.root={tmp_path / 'imagenet'}", "data.num_classes=2",
+                   "data.image_size=32", "data.num_workers=0", "data.skip_corrupt=true",
+                   "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert metrics(run_dir)["skipped_images"] == 2  # read once per epoch
+    assert (run_dir / "skipped_images.txt").read_text().splitlines() == [str(bad)] * 2
+    assert f"skipped 2 unreadable images, listed in {run_dir / 'skipped_images.txt'}" in (
+        done.stdout)
+
+
+def test_ddp_cpu_trains_two_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli("trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = metrics(run_dir)
+    assert record["world_size"] == 2 and record["status"] == "completed"
+    assert done.stdout.count("test top-1") == 1  # rank zero speaks
+
+
+def test_trainer_presets():
+    gpu = compose_config(["trainer=gpu"])
+    assert (gpu.trainer.accelerator, gpu.trainer.precision) == ("gpu", "bf16-mixed")
+    assert use_channels_last(gpu) and not use_channels_last(compose_config([]))
+    ddp = compose_config(["trainer=ddp", "trainer.sync_batchnorm=true"])
+    assert (ddp.trainer.strategy, ddp.trainer.devices, ddp.trainer.sync_batchnorm) == (
+        "ddp", "auto", True)
+    cpu2 = compose_config(["trainer=ddp_cpu"])
+    assert (cpu2.trainer.accelerator, cpu2.trainer.devices) == ("cpu", 2)
+
+
+def test_linear_lr_scaling_is_opt_in():
+    cfg = compose_config(["data.batch_size=64", "trainer.accumulate_grad_batches=2"])
+    assert optimizer_spec(cfg, world_size=8).lr == 0.01
+    cfg = compose_config(["data.batch_size=64", "trainer.accumulate_grad_batches=2",
+                          "optimizer.scale_lr=true"])
+    assert optimizer_spec(cfg, world_size=8).lr == pytest.approx(0.01 * 64 * 8 * 2 / 256)
+
+
+def test_slurm_launcher_and_lightning_requeue(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from ftbnn_exp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp",
+                                           "trainer.num_nodes=4"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.max_num_timeout) == (4, 8, 30)
+    assert cluster_plugins() == []
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+    monkeypatch.setenv("SLURM_JOB_NAME", "ftbnn")
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        (plugin,) = cluster_plugins()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR2
+
+
+def test_wandb_run_id_survives_a_restart(tmp_path):
+    first = wandb_run_id(tmp_path)
+    assert wandb_run_id(tmp_path) == first and len(first) >= 8
