@@ -18,10 +18,11 @@ table_run = $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) data=$(DATA) \
 .PHONY: help setup train test test-slow lint clean ablation derived bench bench-data bench-gpu fig2
 
 help: ## List the targets and their variables
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='more hydra overrides'; for ablation/derived also DATA (digits),"
 	@echo "             DATA_ROOT (for imagenet), EPOCHS (8 for ablation, 3 for derived on"
 	@echo "             the default data; 60 is the paper's), SWEEP_DIR (multirun/<time>)"
+	@echo "             fig2: MNIST_NPZ (a Keras-style mnist.npz; else torchvision, else digits)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)

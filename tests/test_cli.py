@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ftbnn_exp", *args], cwd=cwd,
@@ -54,3 +57,16 @@ def test_missing_dataset_is_one_line_and_nonzero(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "data=mnist: no mnist files under" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_compile_option_trains_through_torch_compile(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli("compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                   "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["config"]["compile"] is True
+    # Compilation keeps the state_dict keys: the checkpoint loads into a plain model.
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)

@@ -100,7 +100,9 @@ def test_resume_picks_the_newest_checkpoint(tmp_path):
         stamp = 1_000_000 + i
         os.utime(path, (stamp, stamp))
         assert resume_checkpoint("auto", tmp_path) == path
-    assert resume_checkpoint("never", tmp_path) is None
+    with pytest.raises(UserError, match=r"resume=never but .* already holds"):
+        resume_checkpoint("never", tmp_path)
+    assert resume_checkpoint("never", tmp_path / "fresh") is None
     with pytest.raises(UserError, match="resume=nope is not a checkpoint file"):
         resume_checkpoint("nope", tmp_path)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
 
 from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
@@ -30,6 +32,7 @@ from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_
 from ftbnn_exp.models.toy import Fig2Net
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.training.callbacks import EpochLine, RngState
+from ftbnn_exp.training.distillation import DistillationSpec
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
 
 FAMILIES = ("ftbnn", "bireal", "derived", "resnet_fp", "fig2")
@@ -72,8 +75,51 @@ def build_model(cfg: DictConfig, spec: DataSpec, width: int | None = None) -> nn
         return resnet_fp(cfg.depth, **shape)
     if family == "fig2":
         return Fig2Net(m.kind, m.width, m.bottleneck, spec.in_channels, spec.num_classes,
-                       m.stem_stride, m.bound)
+                       m.stem_stride, m.pooled_size, m.bound)
     raise UserError(f"model.family={family!r} is unknown; allowed: {', '.join(FAMILIES)}")
+
+
+def build_teacher(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    """The distillation teacher of ``kd.teacher``: ``torchvision`` (its ImageNet ResNet-18) or
+    a checkpoint path: a run of this framework (e.g. ``model=resnet18_fp``) or a plain
+    torchvision ResNet-18 state dict. Offline, train the teacher here first."""
+    source = str(cfg.kd.teacher)
+    if source == "torchvision":
+        if (spec.in_channels, spec.num_classes) != (3, 1000):
+            raise UserError(f"kd.teacher=torchvision is an ImageNet model (3 channels, 1000 "
+                            f"classes); for data={cfg.data.name} set kd.teacher=<last.ckpt of "
+                            f"a model=resnet18_fp run on it>")
+        try:
+            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        except (OSError, RuntimeError) as error:
+            raise UserError(f"kd.teacher=torchvision: the ImageNet weights could not be "
+                            f"downloaded ({' '.join(str(error).split())[:160]}); set "
+                            f"kd.teacher=<checkpoint of a resnet18_fp run>") from None
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"kd.teacher={source} is not a file; allowed: torchvision or a "
+                        f"checkpoint path")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
+        metadata = checkpoint["ftbnn_exp"]
+        teacher = build_model(OmegaConf.create(metadata["config"]), spec, metadata.get("width"))
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                 if k.startswith("model.")}
+    else:
+        teacher = resnet_fp(18, spec.in_channels, spec.num_classes, spec.image_size)
+        state = checkpoint.get("state_dict", checkpoint)
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"kd.teacher={source} does not fit data={cfg.data.name} "
+                        f"({' '.join(str(error).split())[:200]})") from None
+    return teacher
+
+
+def distillation_spec(cfg: DictConfig) -> DistillationSpec:
+    k = cfg.kd
+    return DistillationSpec(float(k.temperature), float(k.kd_weight), float(k.ce_weight),
+                            float(k.attention_weight))
 
 
 def convention_for(cfg: DictConfig) -> str:
@@ -142,8 +188,11 @@ def wandb_run_id(run_dir: Path) -> str:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """The loggers of ``cfg.logger``, all writing into ``run_dir`` (a multi-step stage's own
+    folder included)."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
+        logger_cfg = OmegaConf.merge(logger_cfg, {"save_dir": str(run_dir)})
         if name == "wandb":
             logger_cfg = OmegaConf.merge(logger_cfg, {"id": wandb_run_id(run_dir),
                                                       "resume": "allow"})

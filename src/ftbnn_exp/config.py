@@ -53,9 +53,14 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "data.noise": (_NUMBER, None),
     "model.stem_relu": (_BOOLEAN, None),
     "model.kind": ("", (None, *KINDS)),
+    "stage": ("", (None, 0, 1, 2)),
+    "kd.temperature": (_NUMBER, None),
+    "kd.kd_weight": (_NUMBER, None),
+    "kd.ce_weight": (_NUMBER, None),
+    "kd.attention_weight": (_NUMBER, None),
 }
 _POSITIVE = {"depth", "groups", "width", "budget", "trainer.max_epochs", "data.batch_size",
-             "nonlinearity.period", "optimizer.lr", "model.bound"}
+             "nonlinearity.period", "optimizer.lr", "model.bound", "kd.temperature"}
 
 
 def _type_ok(value: Any, kind: str) -> bool:

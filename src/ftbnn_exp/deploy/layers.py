@@ -90,25 +90,39 @@ class PackedBinaryConv2d(nn.Module):
 
 
 class FoldedBatchNorm2d(nn.Module):
-    """Eval-mode BN (and Bi-Real's per-channel weight scale) as ``x · scale + bias``."""
+    """Eval-mode BN as ``x · scale + bias`` per channel, ``scale = γ / sqrt(var + eps)`` and
+    ``bias = β − mean · scale`` (after Bi-Real's per-channel weight scale, kept apart as in the
+    training graph). Equal to the BN up to float rounding (ATen's BN kernel rounds its own
+    way), so a value within rounding of 0 may binarize differently downstream: ``verify``
+    reports how far the logits move."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(channels))
         self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("conv_scale", torch.zeros(0))
 
     @classmethod
     def fold(cls, bn: nn.BatchNorm2d, conv_scale: Tensor | None = None) -> FoldedBatchNorm2d:
         folded = cls(bn.num_features)
-        inv_std = torch.rsqrt(bn.running_var + bn.eps)
-        gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
-        beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
-        scale = gamma * inv_std
-        folded.scale = (scale * conv_scale if conv_scale is not None else scale).detach().clone()
-        folded.bias = (beta - bn.running_mean * scale).detach().clone()
+        with torch.no_grad():
+            inv_std = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+            gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
+            beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
+            folded.scale = (inv_std * gamma).clone()
+            folded.bias = (beta - bn.running_mean * folded.scale).clone()
+            if conv_scale is not None:
+                folded.conv_scale = conv_scale.detach().clone()
         return folded
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "conv_scale" in state_dict:
+            self.conv_scale = torch.empty_like(state_dict[prefix + "conv_scale"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.conv_scale.numel():
+            x = x * self.conv_scale.view(1, -1, 1, 1)
         return x * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 

@@ -4,8 +4,8 @@ An initial real-valued conv, two basic blocks as in Fig. 1(b) (sign → binary c
 shortcut), optionally followed by a non-linear module, then the FC layer. The paper gives no
 widths or strides; ours (documented defaults, all configurable in ``conf/model/fig2.yaml``):
 16 channels, a stride-2 initial conv (14×14 blocks on MNIST: 20 trainings fit in minutes on a
-laptop CPU), global average pooling, and a 2-D linear bottleneck before the FC so that the
-plotted features are exactly what the classifier sees.
+laptop CPU), average pooling to 4×4, and a 2-D linear bottleneck before the FC so that the
+plotted features are exactly what the classifier sees (no projection can distort them).
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ class Fig2Block(nn.Module):
 
 
 class Fig2Net(nn.Module):
-    """Initial real conv → BN → two :class:`Fig2Block` → pool → [bottleneck] → FC."""
+    """Initial real conv → BN → two :class:`Fig2Block` → average pool to ``pooled_size``² →
+    flatten → [bottleneck] → FC. Pooling to 4×4 rather than 1×1 keeps where strokes are, which
+    digits need."""
 
     def __init__(self, kind: str, width: int = 16, bottleneck: int | None = 2,
                  in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
-                 bound: float = DEFAULT_BOUND) -> None:
+                 pooled_size: int = 4, bound: float = DEFAULT_BOUND) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model.kind={kind!r} is not allowed; allowed: {', '.join(KINDS)}")
@@ -58,9 +60,10 @@ class Fig2Net(nn.Module):
             nn.BatchNorm2d(width),
         )
         self.blocks = nn.Sequential(Fig2Block(width, kind, bound), Fig2Block(width, kind, bound))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.bottleneck = nn.Linear(width, bottleneck) if bottleneck else nn.Identity()
-        self.fc = nn.Linear(bottleneck or width, num_classes)
+        self.pool = nn.AdaptiveAvgPool2d(pooled_size)
+        features = width * pooled_size * pooled_size
+        self.bottleneck = nn.Linear(features, bottleneck) if bottleneck else nn.Identity()
+        self.fc = nn.Linear(bottleneck or features, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """What the FC layer sees (Fig. 2's plotted features)."""

@@ -8,6 +8,7 @@ from ftbnn_exp.nn.conv import (
     ScaledBinaryConv2d,
     binary_weight_parameters,
     is_binary_conv,
+    set_binarization,
 )
 from ftbnn_exp.nn.lean import binary_conv_bn
 from ftbnn_exp.nn.nonlinearity import MODULE_KINDS, NonLinearitySchedule, make_nonlinear_module
@@ -25,5 +26,6 @@ __all__ = [
     "binary_weight_parameters",
     "is_binary_conv",
     "make_nonlinear_module",
+    "set_binarization",
     "sign_ste",
 ]

@@ -35,15 +35,26 @@ def sign_ste(x: Tensor, bound: float = DEFAULT_BOUND) -> Tensor:
     return SignSTE.apply(x, bound)
 
 
+ACTIVATION_MODES = ("sign", "tanh")
+"""``sign``: binarize (every stage of the paper's naive training, and multi-step stages 1-2);
+``tanh``: real-valued, multi-step stage 0 (Appendix C, following Real-to-Bin)."""
+
+
 class BinaryActivation(nn.Module):
     """The activation binarizer in front of every binary convolution (Fig. 1b)."""
 
-    def __init__(self, bound: float = DEFAULT_BOUND) -> None:
+    def __init__(self, bound: float = DEFAULT_BOUND, mode: str = "sign") -> None:
         super().__init__()
+        if mode not in ACTIVATION_MODES:
+            raise ValueError(f"activation mode {mode!r} is unknown; allowed: "
+                             f"{', '.join(ACTIVATION_MODES)}")
         self.bound = bound
+        self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "tanh":
+            return torch.tanh(x)
         return sign_ste(x, self.bound)
 
     def extra_repr(self) -> str:
-        return f"bound={self.bound}"
+        return f"bound={self.bound}, mode={self.mode}"

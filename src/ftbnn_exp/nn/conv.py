@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ftbnn_exp.nn.binarize import DEFAULT_BOUND, sign_ste
+from ftbnn_exp.nn.binarize import ACTIVATION_MODES, DEFAULT_BOUND, BinaryActivation, sign_ste
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -34,11 +34,16 @@ class BinaryConv2d(nn.Conv2d):
         # Training through nn.lean.BinaryConvBN (same gradients, less memory); off for ablations
         # of the memory saving itself.
         self.lean_backward = True
+        # "sign": binary weights; "real": the latent weights as they are (multi-step stages 0
+        # and 1, Appendix C).
+        self.weight_mode = "sign"
 
     def reset_parameters(self) -> None:
         nn.init.xavier_normal_(self.weight, gain=2.0)
 
     def binary_weight(self) -> Tensor:
+        if self.weight_mode == "real":
+            return self.weight
         return sign_ste(self.weight, self.bound)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -58,6 +63,23 @@ class ScaledBinaryConv2d(BinaryConv2d):
         return super().forward(x) * scale
 
 
+WEIGHT_MODES = ("sign", "real")
+
+
+def set_binarization(model: nn.Module, activations: str, weights: str) -> None:
+    """Switch every binarizer to ``activations`` (sign | tanh) and every binary conv's weights to
+    ``weights`` (sign | real): the per-stage setting of multi-step training (Appendix C)."""
+    if activations not in ACTIVATION_MODES or weights not in WEIGHT_MODES:
+        raise ValueError(f"binarization ({activations}, {weights}) is unknown; allowed: "
+                         f"activations {', '.join(ACTIVATION_MODES)}, weights "
+                         f"{', '.join(WEIGHT_MODES)}")
+    for module in model.modules():
+        if isinstance(module, BinaryActivation):
+            module.mode = activations
+        elif isinstance(module, BinaryConv2d):
+            module.weight_mode = weights
+
+
 def is_binary_conv(module: nn.Module) -> bool:
     return isinstance(module, BinaryConv2d)
 
@@ -67,4 +89,11 @@ def binary_weight_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model.modules() if isinstance(m, BinaryConv2d)]
 
 
-__all__ = ["BinaryConv2d", "ScaledBinaryConv2d", "binary_weight_parameters", "is_binary_conv"]
+__all__ = [
+    "WEIGHT_MODES",
+    "BinaryConv2d",
+    "ScaledBinaryConv2d",
+    "binary_weight_parameters",
+    "is_binary_conv",
+    "set_binarization",
+]

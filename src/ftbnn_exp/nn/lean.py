@@ -84,10 +84,12 @@ def _bn_momentum(bn: nn.BatchNorm2d) -> float:
     return bn.momentum
 
 
-def lean_applies(conv: nn.Module, bn: nn.Module, x: Tensor) -> bool:
-    """The lean path is exact for a scale-free binary conv followed by a training-mode BN, in
-    full precision (autocast picks its own dtypes; we leave it to autograd)."""
+def lean_applies(binarize: nn.Module, conv: nn.Module, bn: nn.Module, x: Tensor) -> bool:
+    """The lean path is exact for sign-binarized inputs into a scale-free binary conv followed by
+    a training-mode BN, in full precision (autocast picks its own dtypes; we leave it to
+    autograd)."""
     return (getattr(conv, "lean_backward", False) and type(conv) is BinaryConv2d
+            and getattr(binarize, "mode", None) == "sign"
             and isinstance(bn, nn.BatchNorm2d) and bn.training and torch.is_grad_enabled()
             and not torch.is_autocast_enabled(x.device.type))
 
@@ -95,7 +97,7 @@ def lean_applies(conv: nn.Module, bn: nn.Module, x: Tensor) -> bool:
 def binary_conv_bn(x: Tensor, binarize: BinaryActivation, conv: BinaryConv2d,
                    bn: nn.BatchNorm2d) -> Tensor:
     """``bn(conv(binarize(x)))``, through :class:`BinaryConvBN` where it applies."""
-    if not lean_applies(conv, bn, x):
+    if not lean_applies(binarize, conv, bn, x):
         return bn(conv(binarize(x)))
     momentum = _bn_momentum(bn)
     running = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)

@@ -57,7 +57,8 @@ class ClassificationModule(L.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = (self.training_loss(images, logits, labels) if split == "train"
+                else F.cross_entropy(logits, labels))
         # Evaluation always reports (a diverged model still has an accuracy); a non-finite
         # training step is left out of the epoch's numbers.
         if split != "train" or torch.isfinite(loss):
@@ -65,6 +66,10 @@ class ClassificationModule(L.LightningModule):
             self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
                      prog_bar=split == "train", batch_size=labels.shape[0])
         return loss
+
+    def training_loss(self, images: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
+        """The loss training minimises: cross-entropy (distillation overrides it)."""
+        return F.cross_entropy(logits, labels)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         loss = self._step(batch, "train")

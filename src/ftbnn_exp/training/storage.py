@@ -56,13 +56,17 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     Lightning's SLURM ``hpc_ckpt_*.ckpt`` (mid-epoch: Lightning restarts that epoch's data
     iteration). ``never``: start fresh. A path: that checkpoint.
     """
+    candidates = [run_dir / "checkpoints" / "last.ckpt",
+                  run_dir / "checkpoints" / "interrupted.ckpt",
+                  *run_dir.glob("hpc_ckpt_*.ckpt")]
+    found = [path for path in candidates if path.is_file()]
     if resume in (None, "never"):
+        if found:
+            # Lightning itself would resume from them, and a fresh run would overwrite them.
+            raise UserError(f"resume=never but {run_dir} already holds {found[0].name}; "
+                            f"choose a new hydra.run.dir or use resume=auto")
         return None
     if resume == "auto":
-        candidates = [run_dir / "checkpoints" / "last.ckpt",
-                      run_dir / "checkpoints" / "interrupted.ckpt",
-                      *run_dir.glob("hpc_ckpt_*.ckpt")]
-        found = [path for path in candidates if path.is_file()]
         return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
     path = Path(resume)
     if not path.is_file():

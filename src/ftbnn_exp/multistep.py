@@ -1,0 +1,104 @@
+"""``experiment=kd_multistep``: stages 0 → 1 → 2 of Appendix C, one run folder each.
+
+Each stage is an ordinary run (``stage<N>/`` with its checkpoints and ``metrics.json``) that
+starts from the previous stage's last weights. A stage whose ``metrics.json`` says
+``completed`` is not run again, and an unfinished one resumes from its own checkpoint, so the
+same command continues an interrupted pipeline where it stopped. ``stage=N init_from=<ckpt>``
+runs one stage alone. The pipeline's own ``metrics.json`` summarises the stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftbnn_exp.build import build_datamodule
+from ftbnn_exp.config import CONF_DIR
+from ftbnn_exp.run import RunPlace, fail, say, train_run
+from ftbnn_exp.training.artifacts import write_json_atomic
+from ftbnn_exp.training.distillation import STAGE_MODES
+
+
+def _finished(stage_dir: Path) -> dict[str, Any] | None:
+    record = stage_dir / "metrics.json"
+    if not record.is_file():
+        return None
+    result = json.loads(record.read_text())
+    return result if result.get("status") == "completed" else None
+
+
+def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
+    """``kd.teacher`` made concrete. ``auto``: torchvision's ImageNet ResNet-18 on ImageNet-shaped
+    data; on any other data a full-precision ResNet-18 trained here first, for
+    ``kd.teacher_epochs``, in ``teacher/`` (skipped when already completed): so the pipeline
+    runs offline on any data set. None when that training fails."""
+    if cfg.kd.teacher != "auto":
+        return str(cfg.kd.teacher)
+    spec = build_datamodule(cfg).spec
+    if (spec.in_channels, spec.num_classes) == (3, 1000):
+        return "torchvision"
+    teacher_dir = place.run_dir / "teacher"
+    checkpoint = str(teacher_dir / "checkpoints" / "last.ckpt")
+    if _finished(teacher_dir) is not None:
+        say(f"teacher: completed earlier ({teacher_dir})")
+        return checkpoint
+    say(f"teacher: full-precision ResNet-18 on data={cfg.data.name}, "
+        f"{cfg.kd.teacher_epochs} epochs (kd.teacher=auto)")
+    teacher_cfg = OmegaConf.merge(cfg, {"model": OmegaConf.load(CONF_DIR / "model" /
+                                                                  "resnet18_fp.yaml"),
+                                        "trainer": {"max_epochs": cfg.kd.teacher_epochs},
+                                        "run_name": f"{cfg.run_name}-teacher"})
+    teacher_cfg.kd = None
+    result = train_run(teacher_cfg, RunPlace(teacher_dir, place.experiment, place.multirun))
+    return checkpoint if result and result["status"] == "completed" else None
+
+
+def run_multistep(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
+    teacher = teacher_source(cfg, place)
+    if teacher is None:
+        return None
+    cfg = OmegaConf.merge(cfg, {"kd": {"teacher": teacher}})
+    stages = [cfg.stage] if cfg.stage is not None else sorted(STAGE_MODES)
+    if any(stage not in STAGE_MODES for stage in stages):
+        fail(f"stage={cfg.stage} is not a stage; allowed: 0, 1, 2", place)
+        return None
+    epochs = list(cfg.kd.epochs)
+    init = cfg.init_from
+    summary: list[dict[str, Any]] = []
+    status = "completed"
+    for stage in stages:
+        stage_dir = place.run_dir / f"stage{stage}"
+        result = _finished(stage_dir)
+        if result is not None:
+            say(f"stage {stage}: completed earlier, test top-1 "
+                f"{result['final'].get('test/top1', float('nan')):.2f}% ({stage_dir})")
+        else:
+            stage_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs[stage]},
+                                              "run_name": f"{cfg.run_name}-stage{stage}"})
+            say(f"stage {stage}: activations {STAGE_MODES[stage][0]}, weights "
+                f"{STAGE_MODES[stage][1]}, {epochs[stage]} epochs"
+                + (f", from {init}" if init else ""))
+            result = train_run(stage_cfg, RunPlace(stage_dir, place.experiment, place.multirun),
+                               stage=stage, init_from=init)
+        summary.append({"stage": stage, "run_dir": str(stage_dir),
+                        "status": result["status"] if result else "failed",
+                        "test/top1": (result or {}).get("final", {}).get("test/top1"),
+                        "init": (result or {}).get("init"),
+                        "final_fingerprint": (result or {}).get("final_fingerprint")})
+        if result is None or result["status"] != "completed":
+            status = summary[-1]["status"]
+            break
+        init = str(stage_dir / "checkpoints" / "last.ckpt")
+    payload = {"run_name": cfg.run_name, "experiment": place.experiment, "status": status,
+               "stages": summary,
+               "final": {"test/top1": summary[-1]["test/top1"]} if summary else {},
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    write_json_atomic(place.run_dir / "metrics.json", payload)
+    say(f"{cfg.run_name}: " + ", ".join(
+        f"stage {s['stage']} {s['status']}"
+        + (f" test top-1 {s['test/top1']:.2f}%" if s["test/top1"] is not None else "")
+        for s in summary) + f" -> {place.run_dir / 'metrics.json'}")
+    return payload
