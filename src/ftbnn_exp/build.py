@@ -30,7 +30,7 @@ from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
 from ftbnn_exp.models.toy import Fig2Net
-from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.nn import BinaryConv2d, NonLinearitySchedule
 from ftbnn_exp.training.callbacks import EpochLine, RngState
 from ftbnn_exp.training.distillation import DistillationSpec
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
@@ -59,6 +59,14 @@ def resolve_width(cfg: DictConfig) -> WidthChoice | None:
 
 def build_model(cfg: DictConfig, spec: DataSpec, width: int | None = None) -> nn.Module:
     """The model of ``cfg.model.family``, adapted to the data's size, channels and classes."""
+    model = _model_of_family(cfg, spec, width)
+    for module in model.modules():
+        if isinstance(module, BinaryConv2d):
+            module.lean_backward = bool(cfg.get("lean_backward", True))
+    return model
+
+
+def _model_of_family(cfg: DictConfig, spec: DataSpec, width: int | None) -> nn.Module:
     family, m = cfg.model.family, cfg.model
     shape: dict[str, Any] = {"in_channels": spec.in_channels, "num_classes": spec.num_classes,
                              "image_size": spec.image_size}

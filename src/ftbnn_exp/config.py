@@ -54,6 +54,8 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "model.stem_relu": (_BOOLEAN, None),
     "model.kind": ("", (None, *KINDS)),
     "stage": ("", (None, 0, 1, 2)),
+    "lean_backward": (_BOOLEAN, None),
+    "compile": (_BOOLEAN, None),
     "kd.temperature": (_NUMBER, None),
     "kd.kd_weight": (_NUMBER, None),
     "kd.ce_weight": (_NUMBER, None),
