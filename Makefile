@@ -15,7 +15,7 @@ table_run = $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) data=$(DATA) \
 	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) trainer.max_epochs=$(or $(EPOCHS),$(2)) \
 	hydra.sweep.dir=$(SWEEP_DIR)/$(1) $(ARGS) && $(PY) -m ftbnn_exp.report $(SWEEP_DIR)/$(1)
 
-.PHONY: help setup train test test-slow lint clean ablation derived bench bench-data bench-gpu fig2
+.PHONY: help setup train test test-slow lint clean ablation derived bench bench-data bench-gpu bench-deploy fig2
 
 help: ## List the targets and their variables
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain
 
 bench-data: $(STAMP) ## Input pipeline img/s per worker count beside the model's step img/s
 	$(PY) -m benchmarks.data $(ARGS)
+
+bench-deploy: $(STAMP) ## Bit-packed C++ binary convs vs PyTorch fp32: per layer and whole network
+	$(PY) -m benchmarks.deploy $(ARGS)
 
 bench-gpu: $(STAMP) ## One GPU: fp32 vs bf16-mixed + channels_last (+ compile); ARGS=--dry-run on CPU
 	bash benchmarks/gpu.sh $(ARGS)

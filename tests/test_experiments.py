@@ -42,8 +42,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def test_every_row_runs_one_fast_dev_run_batch(tmp_path):
-    rows = [f"table3/{r}" for r in TABLE3] + [f"table4/{r}" for r in TABLE4]
+def _one_batch_each(rows: list[str], tmp_path: Path) -> None:
     done = _run("-m", f"experiment={','.join(rows)}", "trainer.fast_dev_run=true",
                 "data.batch_size=8", "logger=none", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -51,6 +50,17 @@ def test_every_row_runs_one_fast_dev_run_batch(tmp_path):
     assert sorted(r["experiment"] for r in results) == sorted(rows)
     assert all(r["status"] == "completed" for r in results), [
         (r["experiment"], r["status"], r.get("error")) for r in results]
+
+
+def test_every_table3_row_and_one_table4_row_per_depth_run_one_batch(tmp_path):
+    sample = ["b90_l18_g1", "b135_l34_g5", "b135_l44_g8"]
+    assert set(sample) <= set(TABLE4)
+    _one_batch_each([f"table3/{r}" for r in TABLE3] + [f"table4/{r}" for r in sample], tmp_path)
+
+
+@pytest.mark.slow
+def test_every_table4_row_runs_one_batch(tmp_path):
+    _one_batch_each([f"table4/{r}" for r in TABLE4], tmp_path)
 
 
 def _sweep_combinations(file: Path) -> list[list[str]]:

@@ -45,6 +45,8 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("signs", torch.zeros(-(-count // 8), dtype=torch.uint8))
         self.register_buffer("nonzero", torch.zeros(0, dtype=torch.uint8))
         self._words: tuple[Tensor, Tensor] | None = None
+        # Set by ftbnn_exp.deploy.fast.accelerate: the C++ kernels for this layer.
+        self.engine = None
 
     @property
     def weight_count(self) -> int:
@@ -68,6 +70,16 @@ class PackedBinaryConv2d(nn.Module):
         self._words = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def binary_weight(self) -> Tensor:
+        """The stored weights as {-1, 0, +1} floats, [O, C/g, k, k]."""
+        shape = (self.out_channels, self.in_channels // self.groups, self.kernel_size,
+                 self.kernel_size)
+        signs = _bytes_to_bits(self.signs, self.weight_count).view(shape)
+        weight = torch.where(signs, 1.0, -1.0)
+        if self.nonzero.numel():
+            weight = weight * _bytes_to_bits(self.nonzero, self.weight_count).view(shape)
+        return weight
+
     def words(self) -> tuple[Tensor, Tensor]:
         """Sign and non-zero bits as int64 words along ``C/g·k·k``, per output channel."""
         if self._words is None:
@@ -79,6 +91,8 @@ class PackedBinaryConv2d(nn.Module):
         return self._words
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.engine is not None:
+            return self.engine(x.contiguous())[0].to(x.dtype)
         signs, nonzero = self.words()
         out = binary_conv2d(x.cpu(), signs, nonzero, self.kernel_size, self.stride,
                             self.padding, self.groups)

@@ -1,0 +1,194 @@
+"""The fast CPU path: bit-packed binary convolutions in C++ (``kernels/bconv.cpp``).
+
+Built on first use with torch's extension tooling and cached by torch. Without a working
+compiler the package falls back to the exact PyTorch reference (:mod:`bitops`), saying so once.
+Instruction-set paths (AVX-512 VPOPCNTDQ, AVX-512BW, AVX2, scalar POPCNT) are chosen at run
+time from the CPU's features; every path is bit-exact against the reference (tests).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ftbnn_exp.deploy.bitops import pack
+from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d
+from ftbnn_exp.nn import FPReLU
+
+SOURCE = Path(__file__).with_name("kernels") / "bconv.cpp"
+PATHS = ("popcnt", "avx2", "avx512bw", "avx512_vpopcntdq")
+"""Paths by number, slowest first; :func:`best_path` takes the last one the CPU has."""
+BIPOLAR, UNIPOLAR, GENERAL = 0, 1, 2
+ACTIVATIONS = {"none": 0, "relu": 1, "slopes": 2}
+
+
+@cache
+def kernels() -> ModuleType | None:
+    """The compiled extension, or None (with one warning) where it cannot be built."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name="ftbnn_bconv", sources=[str(SOURCE)],
+                    extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+    except Exception as error:  # no compiler, no headers, not x86-64: all mean "reference"
+        warnings.warn(f"ftbnn_exp: the C++ binary-conv kernels could not be built "
+                      f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                      f"using the exact PyTorch reference engine instead", stacklevel=2)
+        return None
+
+
+def supported_paths() -> list[str]:
+    module = kernels()
+    return list(module.supported_paths()) if module else []
+
+
+def best_path() -> int:
+    return max(PATHS.index(name) for name in supported_paths())
+
+
+def block_weights(weight: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """Sign / nonzero planes of ``weight`` [O, C/g, k, k] in the kernel's layout
+    [G, ceil(O_g/8), k·k, words, 8]."""
+    out_channels, cin, k, _ = weight.shape
+    per_group = out_channels // groups
+    blocks = -(-per_group // 8)
+    planes = []
+    for bits in (weight > 0, weight != 0):
+        w = bits.view(groups, per_group, cin, k * k).permute(0, 1, 3, 2)  # [G, Og, kk, C]
+        w = F.pad(w, (0, 0, 0, 0, 0, blocks * 8 - per_group))  # all-zero missing channels
+        words = pack(w)  # [G, OB*8, kk, words]
+        words = words.view(groups, blocks, 8, k * k, -1).permute(0, 1, 3, 4, 2)
+        planes.append(words.contiguous())
+    return planes[0], planes[1]
+
+
+def input_kind(x: Tensor, weights_have_zeros: bool) -> int:
+    """The cheapest exact formula for this input (see ``kernels/bconv.cpp``)."""
+    if weights_have_zeros:
+        return GENERAL
+    if bool((x >= 0).all()):
+        return UNIPOLAR
+    return BIPOLAR if bool((x != 0).all()) else GENERAL
+
+
+def kind_from_counts(counts: Tensor, weights_have_zeros: bool) -> int:
+    negatives, zeros = counts.tolist()
+    if weights_have_zeros:
+        return GENERAL
+    if negatives == 0:
+        return UNIPOLAR
+    return BIPOLAR if zeros == 0 else GENERAL
+
+
+def activation_of(module: nn.Module) -> tuple[int, Tensor, Tensor]:
+    """The fused form of a non-linear module: (code, negative slopes, positive slopes)."""
+    empty = torch.empty(0)
+    if isinstance(module, nn.Identity):
+        return ACTIVATIONS["none"], empty, empty
+    if isinstance(module, nn.ReLU):
+        return ACTIVATIONS["relu"], empty, empty
+    if isinstance(module, FPReLU):
+        return (ACTIVATIONS["slopes"], module.negative.detach().flatten().contiguous(),
+                module.positive.detach().flatten().contiguous())
+    if isinstance(module, nn.PReLU):
+        negative = module.weight.detach().flatten()
+        if negative.numel() == 1:
+            negative = negative.expand(module.num_parameters or 1)
+        return ACTIVATIONS["slopes"], negative.contiguous(), torch.ones_like(negative)
+    raise ValueError(f"no fused form for {type(module).__name__}")
+
+
+class FastBinaryConv:
+    """One packed binary conv on the C++ kernels, optionally with its output step fused."""
+
+    def __init__(self, conv: PackedBinaryConv2d, path: int | None = None) -> None:
+        module = kernels()
+        if module is None:
+            raise RuntimeError("the C++ kernels are not available")
+        self.ops, self.conv = module, conv
+        self.path = best_path() if path is None else path
+        weight = conv.binary_weight()
+        self.weights_have_zeros = bool((weight == 0).any())
+        self.ws, self.wn = block_weights(weight, conv.groups)
+
+    def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
+        return tuple(self.ops.pack_nhwc(x.contiguous(), self.conv.groups))
+
+    def __call__(self, x: Tensor, planes: tuple[Tensor, Tensor] | None = None,
+                 bn: FoldedBatchNorm2d | None = None, residual: Tensor | None = None,
+                 nonlinear: nn.Module | None = None, next_groups: int = 0,
+                 counts: Tensor | None = None) -> list[Tensor]:
+        """Raw integers (no ``bn``), or the fused output ``act(z·scale + bias + residual)``
+        and, with ``next_groups``, its sign / nonzero planes for the next binary conv and the
+        counts (negatives, zeros) that pick that conv's formula. ``planes`` and ``counts``:
+        this input as the previous fused conv packed it (else it is packed here)."""
+        c = self.conv
+        if planes is None:
+            xs, xn, counts = self.planes(x)
+        else:
+            xs, xn = planes
+        kind = (kind_from_counts(counts, self.weights_have_zeros) if counts is not None
+                else input_kind(x, self.weights_have_zeros))
+        empty = torch.empty(0)
+        if bn is None:
+            return self.ops.bconv(xs, xn, self.ws, self.wn, c.out_channels,
+                                  c.in_channels // c.groups, c.kernel_size, c.stride,
+                                  c.padding, kind, self.path, empty, empty, empty, 0, empty,
+                                  empty, 0)
+        if bn.conv_scale.numel():
+            raise ValueError("fused output: Bi-Real's weight scale is not fused; use bn=None")
+        act, negative, positive = activation_of(nonlinear or nn.Identity())
+        res = residual.contiguous() if residual is not None else empty
+        return self.ops.bconv(xs, xn, self.ws, self.wn, c.out_channels,
+                              c.in_channels // c.groups, c.kernel_size, c.stride, c.padding,
+                              kind, self.path, bn.scale.contiguous(), bn.bias.contiguous(), res,
+                              act, negative, positive, next_groups)
+
+
+def accelerate(inference: nn.Module, path: int | None = None) -> nn.Module:
+    """Run every packed binary conv of an exported model on the C++ kernels (raw integers;
+    the rest of the model as it is). A no-op where the kernels cannot be built."""
+    if kernels() is None:
+        return inference
+    for module in inference.modules():
+        if isinstance(module, PackedBinaryConv2d):
+            module.engine = FastBinaryConv(module, path)
+    return inference
+
+
+class FastFTBNN:
+    """An exported FTBNN / Bi-Real-free baseline whose blocks run fused on the C++ kernels:
+    binary conv → folded BN → + shortcut → non-linear module → signs packed for the next block,
+    so activations reach each binary conv already packed. Stem, real shortcuts, pooling and FC
+    stay PyTorch float."""
+
+    def __init__(self, inference: nn.Module, path: int | None = None) -> None:
+        from ftbnn_exp.models.ftbnn import BasicBlock
+
+        self.model = inference.eval()
+        self.blocks = [block for stage in inference.stages for block in stage]
+        if not all(isinstance(b, BasicBlock) and isinstance(b.conv, PackedBinaryConv2d)
+                   and not b.bn.conv_scale.numel() for b in self.blocks):
+            raise ValueError("FastFTBNN runs exported FTBNN baselines (scale-free BasicBlocks)")
+        self.kernels = [FastBinaryConv(block.conv, path) for block in self.blocks]
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        model = self.model
+        x = model.stem(x)
+        planes = counts = None
+        for index, (block, kernel) in enumerate(zip(self.blocks, self.kernels, strict=True)):
+            shortcut = x if block.downsample is None else block.downsample(x)
+            following = self.kernels[index + 1] if index + 1 < len(self.kernels) else None
+            out = kernel(x, planes, bn=block.bn, residual=shortcut, nonlinear=block.nonlinear,
+                         next_groups=following.conv.groups if following else 0, counts=counts)
+            x = out[0]
+            planes, counts = ((out[1], out[2]), out[3]) if following else (None, None)
+        return model.fc(torch.flatten(model.pool(x), 1))
