@@ -158,3 +158,9 @@ def test_trained_model_verifies_exactly(tmp_path, model):
     assert "PASS" in lines
     ratio = float(re.search(r"fp32 -> [\d.]+ MB packed \(([\d.]+)×\)", done.stdout).group(1))
     assert ratio >= 20
+    timed = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "bench",
+                            str(run_dir / "checkpoints" / "last.ckpt"), "--repeats", "2"],
+                           capture_output=True, text=True, timeout=600)
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    assert re.search(r"PyTorch fp32 [\d.]+ ms/image, export \(.+\) [\d.]+ ms/image",
+                     timed.stdout)

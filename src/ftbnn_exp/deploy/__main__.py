@@ -1,9 +1,10 @@
-"""``python -m ftbnn_exp.deploy export <checkpoint> <out>`` | ``verify <checkpoint>``.
+"""``python -m ftbnn_exp.deploy export <checkpoint> <out>`` | ``verify`` | ``bench <checkpoint>``.
 
 ``export`` writes the inference model (1-bit packed binary convs, folded BN) and prints its size
 beside the checkpoint's. ``verify`` checks, on the run's own test data, that every binary conv
 computed with bit operations equals PyTorch's exactly and that the exported model predicts the
-same top-1; it prints a table and exits with 1 if anything differs.
+same top-1; it prints a table and exits with 1 if anything differs. ``bench`` times the export
+on the C++ kernels against the PyTorch model on this machine.
 """
 
 from __future__ import annotations
@@ -41,10 +42,56 @@ def _parser() -> argparse.ArgumentParser:
                           help="test batches to use (default: the whole test split)")
     checking.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
                           help="data overrides, e.g. data.root=/my/imagenet data.batch_size=8")
+    timing = commands.add_parser("bench", help="exported model (C++ kernels) vs PyTorch, 1 thread")
+    timing.add_argument("checkpoint")
+    timing.add_argument("--repeats", type=int, default=30)
     return parser
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Milliseconds per image, batch 1, one thread: the float model in PyTorch eval against
+    its export on the C++ kernels (fused for the baseline, per conv otherwise)."""
+    import statistics
+    import time
+
+    import torch
+
+    from ftbnn_exp.deploy import fast
+    from ftbnn_exp.deploy.layers import to_inference
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    model, cfg = trained_model(checkpoint)
+    spec = build_datamodule(cfg).spec
+    inference = to_inference(model)
+    try:
+        runner = fast.FastFTBNN(inference)
+        how = "fused blocks"
+    except (ValueError, AttributeError, RuntimeError):
+        runner = fast.accelerate(inference)
+        how = "C++ binary convs" if fast.kernels() is not None else "reference engine"
+    torch.set_num_threads(1)
+    x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
+
+    def ms(run) -> float:
+        with torch.no_grad():
+            run(x)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                run(x)
+                times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times)
+
+    pytorch, ours = ms(model), ms(runner)
+    print(f"{cfg.run_name} at {spec.image_size} px, batch 1, 1 thread, median of "
+          f"{args.repeats}: PyTorch fp32 {pytorch:.3f} ms/image, export ({how}) {ours:.3f} "
+          f"ms/image, {pytorch / ours:.2f}×")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "export":
         print(describe_sizes(export(args.checkpoint, args.out)))
         print(f"written: {args.out}")
