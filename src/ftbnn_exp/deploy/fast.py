@@ -182,7 +182,12 @@ class FastFTBNN:
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
         model = self.model
-        x = model.stem(x)
+        for layer in model.stem:
+            if isinstance(layer, nn.MaxPool2d):
+                # ATen's NCHW max-pool is slow on one core; NHWC gives the same maxima.
+                x = layer(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            else:
+                x = layer(x)
         planes = counts = None
         for index, (block, kernel) in enumerate(zip(self.blocks, self.kernels, strict=True)):
             shortcut = x if block.downsample is None else block.downsample(x)

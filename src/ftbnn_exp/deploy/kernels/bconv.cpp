@@ -108,7 +108,9 @@ void finish_row(const Args& a, int64_t n, int64_t oh, const int64_t* vals, float
       for (int64_t w = 0; w < OW; ++w) y[w] = y[w] > 0.f ? y[w] : 0.f;
     } else if (a.act == 2) {
       const float neg = a.neg[o], pos = a.pos[o];
-      for (int64_t w = 0; w < OW; ++w) y[w] = y[w] > 0.f ? y[w] * pos : y[w] * neg;
+      // A select of the slope, then one product: branch-free, and the same rounding as
+      // where(y > 0, y * pos, y * neg).
+      for (int64_t w = 0; w < OW; ++w) y[w] = y[w] * (y[w] > 0.f ? pos : neg);
     }
     if (a.out) for (int64_t w = 0; w < OW; ++w) a.out[at + w] = y[w];
   }
@@ -128,6 +130,7 @@ void finish_row(const Args& a, int64_t n, int64_t oh, const int64_t* vals, float
     constexpr int64_t P = 4; /* output pixels sharing each weight load */                        \
     std::vector<int64_t> vals(a.O * a.OW), valid(a.OW), ones(a.OW * a.G);                        \
     std::vector<float> ys(2 * a.O * a.OW);                                                       \
+    std::vector<int64_t> offsets(a.K * a.K * P);                                                 \
     for (int64_t row = begin; row < end; ++row) {                                                \
       const int64_t n = row / a.OH, oh = row % a.OH;                                             \
       for (int64_t ow = 0; ow < a.OW; ++ow) {                                                    \
@@ -150,21 +153,26 @@ void finish_row(const Args& a, int64_t n, int64_t oh, const int64_t* vals, float
         }                                                                                        \
       }                                                                                          \
       for (int64_t g = 0; g < a.G; ++g) {                                                        \
-        for (int64_t ob = 0; ob < a.OB; ++ob) {                                                  \
-          for (int64_t ow0 = 0; ow0 < a.OW; ow0 += P) {                                          \
+        for (int64_t ow0 = 0; ow0 < a.OW; ow0 += P) {                                            \
+          /* input offsets of the P pixels at each kernel position (-1: padding) */              \
+          for (int64_t kh = 0; kh < a.K; ++kh) {                                                 \
+            const int64_t ih = oh * a.stride - a.pad + kh;                                       \
+            for (int64_t kw = 0; kw < a.K; ++kw) {                                               \
+              for (int64_t p = 0; p < P; ++p) {                                                  \
+                const int64_t iw = (ow0 + p) * a.stride - a.pad + kw;                            \
+                offsets[(kh * a.K + kw) * P + p] =                                               \
+                    (ow0 + p < a.OW && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W)               \
+                        ? (((n * a.H + ih) * a.W + iw) * a.G + g) * a.Wg : -1;                   \
+              }                                                                                  \
+            }                                                                                    \
+          }                                                                                      \
+          for (int64_t ob = 0; ob < a.OB; ++ob) {                                                \
             VEC acc[P], acc2[P];                                                                 \
-            int64_t pix[P];                                                                      \
             for (int64_t p = 0; p < P; ++p) { acc[p] = ZERO; acc2[p] = ZERO; }                   \
-            for (int64_t kh = 0; kh < a.K; ++kh) {                                               \
-              const int64_t ih = oh * a.stride - a.pad + kh;                                     \
-              if (ih < 0 || ih >= a.H) continue;                                                 \
-              for (int64_t kw = 0; kw < a.K; ++kw) {                                             \
-                for (int64_t p = 0; p < P; ++p) {                                                \
-                  const int64_t iw = (ow0 + p) * a.stride - a.pad + kw;                          \
-                  pix[p] = (ow0 + p < a.OW && iw >= 0 && iw < a.W)                               \
-                               ? (((n * a.H + ih) * a.W + iw) * a.G + g) * a.Wg : -1;            \
-                }                                                                                \
-                const int64_t wat = ((g * a.OB + ob) * a.K * a.K + kh * a.K + kw) * a.Wg * 8;    \
+            for (int64_t kk = 0; kk < a.K * a.K; ++kk) {                                         \
+                const int64_t* pix = offsets.data() + kk * P;                                    \
+                if (pix[0] < 0 && pix[1] < 0 && pix[2] < 0 && pix[3] < 0) continue;              \
+                const int64_t wat = ((g * a.OB + ob) * a.K * a.K + kk) * a.Wg * 8;               \
                 for (int64_t j = 0; j < a.Wg; ++j) {                                             \
                   const VEC w = LOAD(a.ws + wat + j * 8);                                        \
                   if (a.kind == 2) {                                                             \
@@ -183,7 +191,6 @@ void finish_row(const Args& a, int64_t n, int64_t oh, const int64_t* vals, float
                       if (pix[p] >= 0) acc[p] = ADDPOP(acc[p], XOR(BCAST(a.xs[pix[p] + j]), w)); \
                   }                                                                              \
                 }                                                                                \
-              }                                                                                  \
             }                                                                                    \
             for (int64_t p = 0; p < P && ow0 + p < a.OW; ++p) {                                  \
               alignas(64) uint64_t lane[8], lane2[8];                                            \
