@@ -51,6 +51,11 @@ def test_paper_schedule_follows_the_model():
     (["data=mnist", "data.root=???"], "data.root is required"),
     (["depth=0"], "depth=0 must be positive"),
     (["nonlinearity=none,bogus"], "nonlinearity=bogus is not an option"),
+    (["channels_last=maybe"], "channels_last='maybe' is not allowed; allowed: auto, true, false"),
+    (["data=imagenet", "data.skip_corrupt=yes"], "data.skip_corrupt='yes' must be true or false"),
+    (["optimizer.reference_batch=0"], "optimizer.reference_batch=0 must be positive"),
+    (["experiment=kd_multistep", "stage=5"], "stage=5 is not allowed; allowed: null, 0, 1, 2"),
+    (["init_from=/no/such.ckpt"], "init_from=/no/such.ckpt is not a file; give a checkpoint"),
 ])
 def test_mistakes_are_named_in_one_line(overrides, message):
     with pytest.raises(UserError) as caught:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ftbnn_exp.checkpoints import model_weights
 from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.errors import UserError
@@ -108,26 +109,38 @@ def build_teacher(cfg: DictConfig, spec: DataSpec) -> nn.Module:
         raise UserError(f"kd.teacher={source} is not a file; allowed: torchvision or a "
                         f"checkpoint path")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
-        metadata = checkpoint["ftbnn_exp"]
-        teacher = build_model(OmegaConf.create(metadata["config"]), spec, metadata.get("width"))
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
-                 if k.startswith("model.")}
-    else:
-        teacher = resnet_fp(18, spec.in_channels, spec.num_classes, spec.image_size)
-        state = checkpoint.get("state_dict", checkpoint)
     try:
-        teacher.load_state_dict(state)
+        if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
+            return model_from_checkpoint(checkpoint, spec)[0]
+        teacher = resnet_fp(18, spec.in_channels, spec.num_classes, spec.image_size)
+        teacher.load_state_dict(checkpoint.get("state_dict", checkpoint))
+        return teacher
     except RuntimeError as error:
         raise UserError(f"kd.teacher={source} does not fit data={cfg.data.name} "
                         f"({' '.join(str(error).split())[:200]})") from None
-    return teacher
 
 
 def distillation_spec(cfg: DictConfig) -> DistillationSpec:
     k = cfg.kd
     return DistillationSpec(float(k.temperature), float(k.kd_weight), float(k.ce_weight),
                             float(k.attention_weight))
+
+
+def model_from_metadata(metadata: dict[str, Any],
+                        spec: DataSpec | None = None) -> tuple[nn.Module, DictConfig]:
+    """The (untrained) model a checkpoint's metadata describes, for ``spec`` or the data set
+    of its own config, and that config."""
+    cfg = OmegaConf.create(metadata["config"])
+    spec = spec or build_datamodule(cfg).spec
+    return build_model(cfg, spec, metadata.get("width")), cfg
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any],
+                          spec: DataSpec | None = None) -> tuple[nn.Module, DictConfig]:
+    """The trained model of a checkpoint of this framework (eval mode) and its config."""
+    model, cfg = model_from_metadata(checkpoint["ftbnn_exp"], spec)
+    model.load_state_dict(model_weights(checkpoint))
+    return model.eval(), cfg
 
 
 def convention_for(cfg: DictConfig) -> str:

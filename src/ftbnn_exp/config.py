@@ -55,6 +55,10 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "model.kind": ("", (None, *KINDS)),
     "stage": ("", (None, 0, 1, 2)),
     "lean_backward": (_BOOLEAN, None),
+    "channels_last": ("", ("auto", True, False)),
+    "data.skip_corrupt": (_BOOLEAN, None),
+    "optimizer.scale_lr": (_BOOLEAN, None),
+    "optimizer.reference_batch": (_INTEGER, None),
     "compile": (_BOOLEAN, None),
     "kd.temperature": (_NUMBER, None),
     "kd.kd_weight": (_NUMBER, None),
@@ -62,7 +66,15 @@ _SCHEMA: dict[str, tuple[str, tuple[Any, ...] | None]] = {
     "kd.attention_weight": (_NUMBER, None),
 }
 _POSITIVE = {"depth", "groups", "width", "budget", "trainer.max_epochs", "data.batch_size",
-             "nonlinearity.period", "optimizer.lr", "model.bound", "kd.temperature"}
+             "nonlinearity.period", "optimizer.lr", "model.bound", "kd.temperature",
+             "optimizer.reference_batch"}
+
+
+def _yaml(value: Any) -> str:
+    """A value as it is written on the command line: null, true, false."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -102,10 +114,15 @@ def validate(cfg: DictConfig) -> None:
         if not _type_ok(value, kind):
             raise UserError(f"{key}={value!r} must be {kind}")
         if allowed is not None and value not in allowed:
-            shown = ", ".join("null" if a is None else str(a) for a in allowed)
+            shown = ", ".join(_yaml(a) for a in allowed)
             raise UserError(f"{key}={value!r} is not allowed; allowed: {shown}")
         if key in _POSITIVE and value <= 0:
             raise UserError(f"{key}={value!r} must be positive")
+    init_from = cfg.get("init_from")
+    if init_from is not None and not Path(str(init_from)).is_file():
+        # Checked before anything trains (a multi-step run may train its teacher first).
+        raise UserError(f"init_from={init_from} is not a file; give a checkpoint (.ckpt) of "
+                        f"this framework")
 
 
 def one_line(error: BaseException) -> str:

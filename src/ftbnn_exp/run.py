@@ -37,10 +37,10 @@ from ftbnn_exp.build import (
     scheduler_spec,
     use_channels_last,
 )
+from ftbnn_exp.checkpoints import load_checkpoint, model_weights
 from ftbnn_exp.config import validate
 from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.nn import set_binarization
-from ftbnn_exp.report.fprelu import load_checkpoint
 from ftbnn_exp.training.artifacts import write_json_atomic
 from ftbnn_exp.training.callbacks import RunRecord
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationModule
@@ -116,10 +116,12 @@ def fingerprint(model: nn.Module) -> str:
 
 def load_weights(model: nn.Module, checkpoint_path: str | Path) -> None:
     """The model weights of a training checkpoint of this framework."""
-    state = load_checkpoint(checkpoint_path)["state_dict"]
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
-        model.load_state_dict(weights)
+        checkpoint = load_checkpoint(checkpoint_path)
+    except UserError as error:
+        raise UserError(f"init_from={checkpoint_path}: {error}") from None
+    try:
+        model.load_state_dict(model_weights(checkpoint))
     except RuntimeError as error:
         raise UserError(f"init_from={checkpoint_path} does not fit this model: "
                         f"{' '.join(str(error).split())[:300]}") from None
@@ -204,7 +206,6 @@ def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
     skipped = datamodule.skipped_samples()
     if skipped:
         record.info["skipped_images"] = len(skipped)
-        record.write(module)
         say(f"skipped {len(skipped)} unreadable images, listed in "
              f"{datamodule.skipped_log}")
     record.info["final_fingerprint"] = fingerprint(model)

@@ -16,17 +16,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ftbnn_exp.build import build_datamodule
+from ftbnn_exp.build import build_datamodule, model_from_checkpoint
+from ftbnn_exp.checkpoints import load_checkpoint
 from ftbnn_exp.deploy.export import (
     describe_sizes,
     export,
     load_export,
-    trained_model,
     verify,
     verify_table,
 )
 from ftbnn_exp.errors import UserError
-from ftbnn_exp.report.fprelu import load_checkpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +59,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ftbnn_exp.deploy.layers import to_inference
 
     checkpoint = load_checkpoint(args.checkpoint)
-    model, cfg = trained_model(checkpoint)
+    model, cfg = model_from_checkpoint(checkpoint)
     spec = build_datamodule(cfg).spec
     inference = to_inference(model)
     try:
@@ -97,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"written: {args.out}")
         return 0
     checkpoint = load_checkpoint(args.checkpoint)
-    model, cfg = trained_model(checkpoint)
+    model, cfg = model_from_checkpoint(checkpoint)
     if args.data:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(args.data))
     with tempfile.TemporaryDirectory() as folder:

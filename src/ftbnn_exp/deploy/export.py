@@ -8,38 +8,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ftbnn_exp.build import build_datamodule, build_model
+from ftbnn_exp.build import model_from_checkpoint, model_from_metadata
+from ftbnn_exp.checkpoints import load_checkpoint
 from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights
 from ftbnn_exp.deploy.layers import packed_layers, to_inference
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.nn import BinaryConv2d
-from ftbnn_exp.report.fprelu import load_checkpoint
 
 FORMAT = "ftbnn-exp-deploy/1"
 LOGIT_TOLERANCE = 1e-4
 """Logits within this relative distance of PyTorch's differ by float rounding only."""
 
 
-def trained_model(checkpoint: dict[str, Any]) -> tuple[nn.Module, Any]:
-    """The float model of a training checkpoint (eval mode) and its config."""
-    metadata = checkpoint["ftbnn_exp"]
-    cfg = OmegaConf.create(metadata["config"])
-    spec = build_datamodule(cfg).spec
-    model = build_model(cfg, spec, metadata.get("width"))
-    model.load_state_dict({k.removeprefix("model."): v
-                           for k, v in checkpoint["state_dict"].items()
-                           if k.startswith("model.")})
-    return model.eval(), cfg
-
-
 def export(checkpoint_path: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the inference model of ``checkpoint_path`` to ``out``; return the sizes."""
     checkpoint = load_checkpoint(checkpoint_path)
-    model, _ = trained_model(checkpoint)
+    model, _ = model_from_checkpoint(checkpoint)
     inference = to_inference(model)
     torch.save({"format": FORMAT, "ftbnn_exp": checkpoint["ftbnn_exp"],
                 "state_dict": inference.state_dict()}, out)
@@ -55,9 +42,7 @@ def load_export(path: str | Path) -> nn.Module:
     if not isinstance(exported, dict) or exported.get("format") != FORMAT:
         raise UserError(f"'{file}' is not an ftbnn_exp export ({FORMAT}); make one with "
                         f"`python -m ftbnn_exp.deploy export <checkpoint> <out>`")
-    metadata = exported["ftbnn_exp"]
-    cfg = OmegaConf.create(metadata["config"])
-    inference = to_inference(build_model(cfg, build_datamodule(cfg).spec, metadata.get("width")))
+    inference = to_inference(model_from_metadata(exported["ftbnn_exp"])[0])
     inference.load_state_dict(exported["state_dict"])
     return inference.eval()
 

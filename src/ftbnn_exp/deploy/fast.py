@@ -164,7 +164,7 @@ def accelerate(inference: nn.Module, path: int | None = None) -> nn.Module:
 
 
 class FastFTBNN:
-    """An exported FTBNN / Bi-Real-free baseline whose blocks run fused on the C++ kernels:
+    """An exported FTBNN baseline (scale-free blocks, not Bi-Real) run fused on the C++ kernels:
     binary conv → folded BN → + shortcut → non-linear module → signs packed for the next block,
     so activations reach each binary conv already packed. Stem, real shortcuts, pooling and FC
     stay PyTorch float."""

@@ -18,6 +18,14 @@ from ftbnn_exp.deploy.bitops import binary_conv2d, pack
 from ftbnn_exp.nn import BinaryConv2d, ScaledBinaryConv2d
 
 
+def _fit_buffers(module: nn.Module, state_dict: dict, prefix: str, names: tuple[str, ...]) -> None:
+    """Resize the variable-size buffers ``names`` to the saved ones before loading them (an
+    optional buffer is empty unless a model needs it)."""
+    for name in names:
+        if prefix + name in state_dict:
+            setattr(module, name, torch.empty_like(state_dict[prefix + name]))
+
+
 def _bits_to_bytes(bits: Tensor) -> Tensor:
     return torch.from_numpy(np.packbits(bits.flatten().numpy().astype(np.uint8)))
 
@@ -63,11 +71,8 @@ class PackedBinaryConv2d(nn.Module):
         return packed
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Buffers may change size (``nonzero``) and the word cache is rebuilt from them.
-        for name in ("signs", "nonzero"):
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        self._words = None
+        _fit_buffers(self, state_dict, prefix, ("signs", "nonzero"))
+        self._words = None  # rebuilt from the loaded bits
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def binary_weight(self) -> Tensor:
@@ -130,8 +135,7 @@ class FoldedBatchNorm2d(nn.Module):
         return folded
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        if prefix + "conv_scale" in state_dict:
-            self.conv_scale = torch.empty_like(state_dict[prefix + "conv_scale"])
+        _fit_buffers(self, state_dict, prefix, ("conv_scale",))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ftbnn_exp.checkpoints import load_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.curves import plot_curves
 from ftbnn_exp.report.fig2 import fig2_report
-from ftbnn_exp.report.fprelu import fprelu_table, load_checkpoint
+from ftbnn_exp.report.fprelu import fprelu_table
 from ftbnn_exp.report.runs import load_runs
 from ftbnn_exp.report.tables import BUILDERS
 

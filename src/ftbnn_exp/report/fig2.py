@@ -13,14 +13,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
-from ftbnn_exp.build import build_datamodule, build_model
+from ftbnn_exp.build import build_datamodule, model_from_checkpoint
+from ftbnn_exp.checkpoints import load_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models.toy import KINDS
 from ftbnn_exp.report.discrepancy import feature_discrepancy
-from ftbnn_exp.report.fprelu import load_checkpoint
 from ftbnn_exp.report.runs import Run, load_runs
 
 PAPER_FINDINGS = ("Paper (Fig. 2, qualitative): binary above linear despite its quantization "
@@ -48,15 +47,10 @@ class KindResult:
 
 
 def _restore(run: Run):
-    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt")
-    cfg = OmegaConf.create(checkpoint["ftbnn_exp"]["config"])
+    model, cfg = model_from_checkpoint(load_checkpoint(run.path / "checkpoints" / "last.ckpt"))
     datamodule = build_datamodule(cfg)
     datamodule.setup("test")
-    model = build_model(cfg, datamodule.spec)
-    model.load_state_dict({k.removeprefix("model."): v
-                           for k, v in checkpoint["state_dict"].items()
-                           if k.startswith("model.")})
-    return model.eval(), datamodule.test_dataloader()
+    return model, datamodule.test_dataloader()
 
 
 def _plane(features: Tensor) -> tuple[Tensor, bool]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
@@ -11,19 +10,6 @@ from ftbnn_exp.errors import UserError
 from ftbnn_exp.nn import NonLinearitySchedule
 
 _BLOCK = re.compile(r"^model\.stages\.(\d+)\.(\d+)\.conv\.weight$")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"checkpoint '{file}' is not a file")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"checkpoint '{file}' cannot be read: {error}") from error
-    if "ftbnn_exp" not in checkpoint or "state_dict" not in checkpoint:
-        raise UserError(f"checkpoint '{file}' was not written by ftbnn_exp training")
-    return checkpoint
 
 
 def _slopes(values: torch.Tensor) -> str:
