@@ -55,33 +55,53 @@ def test_every_path_is_bit_exact(path, kind, cin, cout, stride, groups, size, ge
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("nonlinear", ["identity", "relu", "fprelu", "prelu"])
-def test_fused_output_equals_pytorch_and_packs_the_next_input(path, nonlinear, generator):
-    conv, packed = _conv(64, 64, 1, 1, generator)
-    bn = nn.BatchNorm2d(64).eval()
+def _check_fused(path, nonlinear, shape, generator, channels_last=False):
+    cin, cout, stride, groups, size, next_groups = shape
+    conv, packed = _conv(cin, cout, stride, groups, generator)
+    bn = nn.BatchNorm2d(cout).eval()
     with torch.no_grad():
         bn.running_mean.uniform_(-20, 20, generator=generator)
         bn.running_var.uniform_(1, 50, generator=generator)
         bn.weight.uniform_(0.5, 1.5, generator=generator)
     folded = FoldedBatchNorm2d.fold(bn)
-    module = {"identity": nn.Identity(), "relu": nn.ReLU(), "fprelu": FPReLU(64),
-              "prelu": nn.PReLU(64)}[nonlinear]
+    module = {"identity": nn.Identity(), "relu": nn.ReLU(), "fprelu": FPReLU(cout),
+              "prelu": nn.PReLU(cout)}[nonlinear]
     if nonlinear == "fprelu":
         with torch.no_grad():
             module.negative.uniform_(-1, 1, generator=generator)
-    x = _input("bipolar", 64, 9, generator)
-    residual = torch.randn(2, 64, 9, 9, generator=generator)
-    kernel = fast.FastBinaryConv(packed, fast.PATHS.index(path))
-    out, signs, nonzero, counts = kernel(x, bn=folded, residual=residual, nonlinear=module,
-                                         next_groups=2)
+    x = _input("bipolar", cin, size, generator)
+    out_size = (size - 1) // stride + 1
+    residual = torch.randn(2, cout, out_size, out_size, generator=generator)
+    if channels_last:
+        x, residual = (t.contiguous(memory_format=torch.channels_last) for t in (x, residual))
+    kernel = fast.FastBinaryConv(packed, fast.PATHS.index(path)).fuse(folded, module,
+                                                                       next_groups)
+    out, signs, nonzero, counts = kernel(x, residual=residual)
     with torch.no_grad():
-        z = F.conv2d(x, conv.weight.sign(), padding=1)
+        z = F.conv2d(x, conv.weight.sign(), stride=stride, padding=1, groups=groups)
         expected = module(folded(z) + residual)
     assert torch.equal(out, expected)
-    want_signs, want_nonzero, _ = kernel.ops.pack_nhwc(expected, 2)
+    want_signs, want_nonzero, _ = kernel.conv.ops.pack_nhwc(expected, next_groups)
     assert torch.equal(signs, want_signs) and torch.equal(nonzero, want_nonzero)
     assert counts.tolist() == [int((expected < 0).sum()), int((expected == 0).sum())]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("nonlinear", ["identity", "relu", "fprelu", "prelu"])
+def test_fused_output_equals_pytorch_and_packs_the_next_input(path, nonlinear, generator):
+    _check_fused(path, nonlinear, (64, 64, 1, 1, 9, 2), generator)
+
+
+# (in, out, stride, groups, size, next groups): channels in 16s or not (the one-pass AVX-512
+# output step or the general one), next groups with partial words, grouped convs
+FUSED_SHAPES = [(64, 64, 1, 1, 9, 1), (64, 128, 2, 1, 9, 1), (130, 70, 1, 1, 6, 2),
+                (48, 48, 1, 3, 7, 3), (40, 40, 2, 8, 8, 8), (96, 96, 1, 1, 5, 2)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+def test_fused_output_is_exact_for_every_layout(path, shape, generator):
+    _check_fused(path, "fprelu", shape, generator, channels_last=True)
 
 
 def test_fast_baseline_predicts_as_the_exported_model(generator):

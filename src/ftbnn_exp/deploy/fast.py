@@ -105,7 +105,8 @@ def activation_of(module: nn.Module) -> tuple[int, Tensor, Tensor]:
 
 
 class FastBinaryConv:
-    """One packed binary conv on the C++ kernels, optionally with its output step fused."""
+    """One packed binary conv on the C++ kernels, answering raw integers (NCHW shape,
+    channels_last memory). :meth:`fuse` prepares its output step once for repeated calls."""
 
     def __init__(self, conv: PackedBinaryConv2d, path: int | None = None) -> None:
         module = kernels()
@@ -116,40 +117,63 @@ class FastBinaryConv:
         weight = conv.binary_weight()
         self.weights_have_zeros = bool((weight == 0).any())
         self.ws, self.wn = block_weights(weight, conv.groups)
+        c = conv
+        self.shape = (c.out_channels, c.in_channels // c.groups, c.kernel_size, c.stride,
+                      c.padding)
 
     def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
-        return tuple(self.ops.pack_nhwc(x.contiguous(), self.conv.groups))
+        return tuple(self.ops.pack_nhwc(x, self.conv.groups))
 
-    def __call__(self, x: Tensor, planes: tuple[Tensor, Tensor] | None = None,
-                 bn: FoldedBatchNorm2d | None = None, residual: Tensor | None = None,
-                 nonlinear: nn.Module | None = None, next_groups: int = 0,
-                 counts: Tensor | None = None) -> list[Tensor]:
-        """Raw integers (no ``bn``), or the fused output ``act(z·scale + bias + residual)``
-        and, with ``next_groups``, its sign / nonzero planes for the next binary conv and the
-        counts (negatives, zeros) that pick that conv's formula. ``planes`` and ``counts``:
-        this input as the previous fused conv packed it (else it is packed here)."""
-        c = self.conv
+    def inputs(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None,
+               counts: Tensor | None) -> tuple[Tensor, Tensor, int]:
+        """The planes of this input (packed here unless given) and its exact formula."""
         if planes is None:
             xs, xn, counts = self.planes(x)
         else:
             xs, xn = planes
         kind = (kind_from_counts(counts, self.weights_have_zeros) if counts is not None
                 else input_kind(x, self.weights_have_zeros))
+        return xs, xn, kind
+
+    def __call__(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None = None,
+                 counts: Tensor | None = None) -> list[Tensor]:
+        """The raw integer conv of ``x``; ``planes`` and ``counts``: ``x`` already packed."""
+        xs, xn, kind = self.inputs(x, planes, counts)
         empty = torch.empty(0)
-        if bn is None:
-            return self.ops.bconv(xs, xn, self.ws, self.wn, c.out_channels,
-                                  c.in_channels // c.groups, c.kernel_size, c.stride,
-                                  c.padding, kind, self.path, empty, empty, empty, 0, empty,
-                                  empty, 0)
+        return self.ops.bconv(xs, xn, self.ws, self.wn, *self.shape, kind, self.path, empty,
+                              empty, empty, 0, empty, empty, 0)
+
+    def fuse(self, bn: FoldedBatchNorm2d, nonlinear: nn.Module | None = None,
+             next_groups: int = 0) -> FusedBinaryConv:
+        return FusedBinaryConv(self, bn, nonlinear, next_groups)
+
+
+class FusedBinaryConv:
+    """A binary conv with its output step fused: ``act(z·scale + bias + residual)`` (NCHW
+    shape, channels_last memory) and, with ``next_groups``, its sign / nonzero planes for the
+    next binary conv and the counts (negatives, zeros) that pick that conv's formula."""
+
+    def __init__(self, conv: FastBinaryConv, bn: FoldedBatchNorm2d,
+                 nonlinear: nn.Module | None, next_groups: int) -> None:
         if bn.conv_scale.numel():
-            raise ValueError("fused output: Bi-Real's weight scale is not fused; use bn=None")
-        act, negative, positive = activation_of(nonlinear or nn.Identity())
-        res = residual.contiguous() if residual is not None else empty
-        return self.ops.bconv(xs, xn, self.ws, self.wn, c.out_channels,
-                              c.in_channels // c.groups, c.kernel_size, c.stride, c.padding,
-                              kind, self.path, bn.scale.contiguous(), bn.bias.contiguous(), res,
-                              act, negative, positive, next_groups)
+            raise ValueError("fused output: Bi-Real's weight scale is not fused; run the "
+                             "raw conv and the model's own output step")
+        self.conv, self.next_groups = conv, next_groups
+        act, self.negative, self.positive = activation_of(nonlinear or nn.Identity())
+        self.act = act
+        self.scale, self.bias = bn.scale.contiguous(), bn.bias.contiguous()
+        self.empty = torch.empty(0)
+
+    def __call__(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None = None,
+                 counts: Tensor | None = None, residual: Tensor | None = None) -> list[Tensor]:
+        """``planes`` and ``counts``: ``x`` as the previous fused conv packed it (else packed
+        here). A channels_last ``residual`` is read in place."""
+        c = self.conv
+        xs, xn, kind = c.inputs(x, planes, counts)
+        return c.ops.bconv(xs, xn, c.ws, c.wn, *c.shape, kind, c.path, self.scale, self.bias,
+                           self.empty if residual is None else residual, self.act,
+                           self.negative, self.positive, self.next_groups)
 
 
 def accelerate(inference: nn.Module, path: int | None = None) -> nn.Module:
@@ -177,7 +201,11 @@ class FastFTBNN:
         if not all(isinstance(b, BasicBlock) and isinstance(b.conv, PackedBinaryConv2d)
                    and not b.bn.conv_scale.numel() for b in self.blocks):
             raise ValueError("FastFTBNN runs exported FTBNN baselines (scale-free BasicBlocks)")
-        self.kernels = [FastBinaryConv(block.conv, path) for block in self.blocks]
+        self.kernels = []
+        for index, block in enumerate(self.blocks):
+            following = self.blocks[index + 1].conv.groups if index + 1 < len(self.blocks) else 0
+            conv = FastBinaryConv(block.conv, path)
+            self.kernels.append(conv.fuse(block.bn, block.nonlinear, following))
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
@@ -185,15 +213,14 @@ class FastFTBNN:
         for layer in model.stem:
             if isinstance(layer, nn.MaxPool2d):
                 # ATen's NCHW max-pool is slow on one core; NHWC gives the same maxima.
-                x = layer(x.contiguous(memory_format=torch.channels_last)).contiguous()
+                x = layer(x.contiguous(memory_format=torch.channels_last))
             else:
                 x = layer(x)
         planes = counts = None
-        for index, (block, kernel) in enumerate(zip(self.blocks, self.kernels, strict=True)):
+        for block, kernel in zip(self.blocks, self.kernels, strict=True):
             shortcut = x if block.downsample is None else block.downsample(x)
-            following = self.kernels[index + 1] if index + 1 < len(self.kernels) else None
-            out = kernel(x, planes, bn=block.bn, residual=shortcut, nonlinear=block.nonlinear,
-                         next_groups=following.conv.groups if following else 0, counts=counts)
+            out = kernel(x, planes, counts, residual=shortcut)
             x = out[0]
-            planes, counts = ((out[1], out[2]), out[3]) if following else (None, None)
-        return model.fc(torch.flatten(model.pool(x), 1))
+            planes, counts = ((out[1], out[2]), out[3]) if kernel.next_groups else (None, None)
+        # the kernels leave x channels_last; ATen's average pool sums NCHW in another order
+        return model.fc(torch.flatten(model.pool(x.contiguous()), 1))

@@ -97,7 +97,8 @@ class PackedBinaryConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.engine is not None:
-            return self.engine(x.contiguous())[0].to(x.dtype)
+            # the kernels answer in channels_last; the model's other layers keep their layout
+            return self.engine(x)[0].to(x.dtype, memory_format=torch.contiguous_format)
         signs, nonzero = self.words()
         out = binary_conv2d(x.cpu(), signs, nonzero, self.kernel_size, self.stride,
                             self.padding, self.groups)

@@ -1,7 +1,8 @@
 // Binary 3x3/1x1 convolution on packed bits for x86-64, with the output step fused
 // (folded BN, residual add, non-linear module, packing the signs for the next binary conv).
 //
-// Activations: NHWC bit planes, int64 [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is
+// Everything is pixel-major (NHWC), so nothing is transposed between layers; torch sees the
+// outputs as NCHW tensors in channels_last memory. Activations: NHWC bit planes, int64 [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is
 // [x > 0] ("signs") or [x != 0] ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
 // (8 output channels side by side, OB = ceil(Og / 8), missing channels all-zero words).
 // One of three exact formulas per call (Appendix B; ftbnn_exp/deploy/bitops.py):
@@ -26,14 +27,15 @@ struct Args {
   const int64_t* ws; const int64_t* wn;          // weight planes
   int64_t N, H, W, G, Wg, Cg, O, Og, OB, K, stride, pad, OH, OW, kind;
   const float* scale; const float* bias;          // per output channel
-  const float* residual;                          // NCHW [N, O, OH, OW] or null
+  const float* residual;                          // NHWC [N, OH, OW, O] or null
   int64_t act;                                    // 0 none, 1 relu, 2 prelu/fprelu
   const float* neg; const float* pos;             // slopes per channel (act 2)
-  float* out;                                     // NCHW [N, O, OH, OW] or null
-  int32_t* raw;                                   // NCHW int32 or null (no epilogue)
+  float* out;                                     // NHWC [N, OH, OW, O] or null
+  int32_t* raw;                                   // NHWC int32 or null (no epilogue)
   int64_t* next_s; int64_t* next_n;               // next planes [N, OH, OW, G2, Wg2] or null
   int64_t G2, Wg2, Cg2;
   bool avx512;                                    // vector packing of the output bits
+  bool avx512_epilogue;                           // AVX-512 F/DQ/BW/VL output step
 };
 
 // One word's sign / nonzero bits of `count` (<= 64) consecutive channel values.
@@ -83,145 +85,239 @@ void pack_pixels(const float* y, int64_t pixels, int64_t C, int64_t Cg, int64_t 
   }
 }
 
-// The output step of one output row, over all channels: raw integers, or the fused
-// act(v * scale + bias + residual) written NCHW, with its sign / nonzero bits packed 64
+// The output step of `pixels` consecutive output pixels, pixel-major (NHWC): raw integers, or
+// the fused act(v * scale + bias + residual) written NHWC, its sign / nonzero bits packed 64
 // channels to a word for the next binary conv and its negatives and zeros counted.
-// vals and ys are [O][OW].
+// vals is [pixels][Opad]: output channel o of group g at g * OB * 8 + o % Og.
 // Cloned for AVX-512 and baseline x86-64, dispatched by the loader (GCC target_clones).
 __attribute__((target_clones("arch=x86-64-v4", "default")))
-void finish_row(const Args& a, int64_t n, int64_t oh, const int64_t* vals, float* ys,
-                int64_t* counts) {
-  const int64_t OW = a.OW;
-  for (int64_t o = 0; o < a.O; ++o) {
-    const int64_t at = ((n * a.O + o) * a.OH + oh) * OW;
-    const int64_t* v = vals + o * OW;
-    if (a.raw) {
-      for (int64_t w = 0; w < OW; ++w) a.raw[at + w] = (int32_t)v[w];
-      continue;
+void finish_pixels_any(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
+                       int64_t* counts) {
+  const int64_t O = a.O;
+  if (a.raw) {
+    int32_t* __restrict raw = a.raw + first * O;
+    for (int64_t i = 0; i < pixels * O; ++i) raw[i] = (int32_t)vals[i];
+    return;
+  }
+  const float* __restrict scale = a.scale;
+  const float* __restrict bias = a.bias;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const int64_t* __restrict v = vals + p * O;
+    float* __restrict y = a.out + (first + p) * O;
+    for (int64_t o = 0; o < O; ++o) {
+      const float t = (float)v[o] * scale[o];
+      y[o] = t + bias[o];
     }
-    float* y = ys + o * OW;
-    const float scale = a.scale[o], bias = a.bias[o];
-    for (int64_t w = 0; w < OW; ++w) {
-      float t = (float)v[w] * scale;
-      y[w] = t + bias;
+    if (a.residual) {
+      const float* __restrict r = a.residual + (first + p) * O;
+      for (int64_t o = 0; o < O; ++o) y[o] = y[o] + r[o];
     }
-    if (a.residual) for (int64_t w = 0; w < OW; ++w) y[w] = y[w] + a.residual[at + w];
     if (a.act == 1) {
-      for (int64_t w = 0; w < OW; ++w) y[w] = y[w] > 0.f ? y[w] : 0.f;
+      for (int64_t o = 0; o < O; ++o) y[o] = y[o] > 0.f ? y[o] : 0.f;
     } else if (a.act == 2) {
-      const float neg = a.neg[o], pos = a.pos[o];
+      const float* __restrict neg = a.neg;
+      const float* __restrict pos = a.pos;
       // A select of the slope, then one product: branch-free, and the same rounding as
       // where(y > 0, y * pos, y * neg).
-      for (int64_t w = 0; w < OW; ++w) y[w] = y[w] * (y[w] > 0.f ? pos : neg);
+      for (int64_t o = 0; o < O; ++o) y[o] = y[o] * (y[o] > 0.f ? pos[o] : neg[o]);
     }
-    if (a.out) for (int64_t w = 0; w < OW; ++w) a.out[at + w] = y[w];
   }
-  if (a.raw || !a.next_s) return;
-  float* pixel_major = ys + a.O * OW;  // second half of the buffer
-  for (int64_t o = 0; o < a.O; ++o)
-    for (int64_t w = 0; w < OW; ++w) pixel_major[w * a.O + o] = ys[o * OW + w];
-  pack_pixels(pixel_major, OW, a.O, a.Cg2, a.Wg2,
-              a.next_s + (n * a.OH + oh) * OW * a.G2 * a.Wg2,
-              a.next_n + (n * a.OH + oh) * OW * a.G2 * a.Wg2, counts, a.avx512);
+  if (!a.next_s) return;
+  pack_pixels(a.out + first * O, pixels, O, a.Cg2, a.Wg2, a.next_s + first * a.G2 * a.Wg2,
+              a.next_n + first * a.G2 * a.Wg2, counts, a.avx512);
 }
 
-// The kernel body, instantiated once per instruction set below. VEC ops work on 8 uint64 lanes.
-#define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, LANES)              \
-  __attribute__((target(TARGET))) void NAME##_rows(const Args& a, int64_t begin, int64_t end,   \
-                                                    int64_t* counts) {                           \
-    constexpr int64_t P = 16; /* output pixels sharing each weight load (8-16 measured best) */   \
-    std::vector<int64_t> vals(a.O * a.OW), valid(a.OW), ones(a.OW * a.G);                        \
-    std::vector<float> ys(2 * a.O * a.OW);                                                       \
-    std::vector<int64_t> offsets(a.K * a.K * P);                                                 \
-    for (int64_t row = begin; row < end; ++row) {                                                \
-      const int64_t n = row / a.OH, oh = row % a.OH;                                             \
-      for (int64_t ow = 0; ow < a.OW; ++ow) {                                                    \
-        valid[ow] = 0;                                                                           \
-        for (int64_t g = 0; g < a.G; ++g) ones[ow * a.G + g] = 0;                                \
-        for (int64_t kh = 0; kh < a.K; ++kh) {                                                   \
-          const int64_t ih = oh * a.stride - a.pad + kh;                                         \
-          if (ih < 0 || ih >= a.H) continue;                                                     \
-          for (int64_t kw = 0; kw < a.K; ++kw) {                                                 \
-            const int64_t iw = ow * a.stride - a.pad + kw;                                       \
-            if (iw < 0 || iw >= a.W) continue;                                                   \
-            valid[ow] += 1;                                                                      \
-            if (a.kind != 1) continue;                                                           \
-            for (int64_t g = 0; g < a.G; ++g) {                                                  \
-              const int64_t* x = a.xs + (((n * a.H + ih) * a.W + iw) * a.G + g) * a.Wg;          \
-              for (int64_t j = 0; j < a.Wg; ++j)                                                 \
-                ones[ow * a.G + g] += __builtin_popcountll((uint64_t)x[j]);                      \
-            }                                                                                    \
-          }                                                                                      \
-        }                                                                                        \
-      }                                                                                          \
+// The same output step in one pass, 16 channels at a time, where channels come in 16s (and
+// 16s of each next group): the bits of 16 channels are one 16-bit piece of a plane word.
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
+void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
+                          int64_t* counts) {
+  const int64_t O = a.O, words = a.G2 * a.Wg2;
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t negatives = 0, zeros = 0;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const int64_t q = first + p;
+    const int64_t* v = vals + p * O;
+    float* y = a.out + q * O;
+    const float* r = a.residual ? a.residual + q * O : nullptr;
+    uint16_t* ps = a.next_s ? (uint16_t*)(a.next_s + q * words) : nullptr;
+    uint16_t* pn = a.next_s ? (uint16_t*)(a.next_n + q * words) : nullptr;
+    if (ps && a.Cg2 % 64) {  // the unused high bits of each group's last word
+      std::fill(a.next_s + q * words, a.next_s + (q + 1) * words, 0);
+      std::fill(a.next_n + q * words, a.next_n + (q + 1) * words, 0);
+    }
+    const int64_t groups = ps ? a.G2 : 1, per_group = O / groups;
+    for (int64_t g2 = 0; g2 < groups; ++g2) {
+      for (int64_t c = 0; c < per_group; c += 16) {
+        const int64_t o = g2 * per_group + c;
+        const __m256 low = _mm512_cvtepi64_ps(_mm512_loadu_si512((const void*)(v + o)));
+        const __m256 high = _mm512_cvtepi64_ps(_mm512_loadu_si512((const void*)(v + o + 8)));
+        __m512 t = _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1);
+        t = _mm512_mul_ps(t, _mm512_loadu_ps(a.scale + o));
+        t = _mm512_add_ps(t, _mm512_loadu_ps(a.bias + o));
+        if (r) t = _mm512_add_ps(t, _mm512_loadu_ps(r + o));
+        const __mmask16 above = _mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ);
+        if (a.act == 1) t = _mm512_maskz_mov_ps(above, t);
+        else if (a.act == 2)
+          t = _mm512_mul_ps(t, _mm512_mask_blend_ps(above, _mm512_loadu_ps(a.neg + o),
+                                                    _mm512_loadu_ps(a.pos + o)));
+        _mm512_storeu_ps(y + o, t);
+        if (!ps) continue;
+        const __mmask16 nonzero = _mm512_cmp_ps_mask(t, zero, _CMP_NEQ_UQ);
+        const int64_t at = g2 * a.Wg2 * 4 + c / 16;  // 16-bit piece of the group's words
+        ps[at] = (uint16_t)_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ);
+        pn[at] = (uint16_t)nonzero;
+        negatives += __builtin_popcount((unsigned)_mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ));
+        zeros += 16 - __builtin_popcount((unsigned)nonzero);
+      }
+    }
+  }
+  counts[0] += negatives;
+  counts[1] += zeros;
+}
+
+void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
+                   int64_t* counts) {
+  const int64_t O = a.O, Opad = a.G * a.OB * 8;
+  if (Opad != O) {  // drop the padding lanes; in place, as no write passes its read
+    for (int64_t p = 0; p < pixels; ++p)
+      for (int64_t o = 0; o < O; ++o)
+        vals[p * O + o] = vals[p * Opad + (o / a.Og) * a.OB * 8 + o % a.Og];
+  }
+  if (a.avx512_epilogue && !a.raw && O % 16 == 0 && (!a.next_s || a.Cg2 % 16 == 0))
+    finish_pixels_avx512(a, first, pixels, vals, counts);
+  else
+    finish_pixels_any(a, first, pixels, vals, counts);
+}
+
+// Where each output pixel of a block of P reads its input: offsets [K*K][P] of the input
+// pixel's first word (-1: padding or past the end), the number of kernel positions inside the
+// input, and for {0, 1} inputs the ones under the window per group. Interior pixels, most of
+// them, take fixed steps from their window's corner; only border pixels test each position.
+struct Block {
+  std::vector<int64_t> offsets, valid, ones, steps;
+  std::vector<int8_t> any, all;  // some / every pixel of the block inside at a kernel position
+  Block(const Args& a, int64_t P)
+      : offsets(a.K * a.K * P), valid(P), ones(P * a.G), steps(a.K * a.K), any(a.K * a.K),
+        all(a.K * a.K) {
+    for (int64_t kk = 0; kk < a.K * a.K; ++kk)
+      steps[kk] = (kk / a.K * a.W + kk % a.K) * a.G * a.Wg;
+  }
+
+  __attribute__((target("popcnt")))
+  void plan(const Args& a, int64_t first, int64_t count, bool count_ones) {
+    const int64_t P = (int64_t)valid.size(), KK = a.K * a.K, GW = a.G * a.Wg;
+    std::fill(any.begin(), any.end(), 0);
+    std::fill(all.begin(), all.end(), 1);
+    std::fill(ones.begin(), ones.end(), 0);
+    int64_t n = first / (a.OH * a.OW), oh = first % (a.OH * a.OW) / a.OW, ow = first % a.OW;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t ih0 = oh * a.stride - a.pad, iw0 = ow * a.stride - a.pad;
+      const int64_t corner = ((n * a.H + ih0) * a.W + iw0) * GW;
+      const bool interior = ih0 >= 0 && ih0 + a.K <= a.H && iw0 >= 0 && iw0 + a.K <= a.W;
+      valid[p] = 0;
+      if (p < count && interior && !count_ones) {
+        for (int64_t kk = 0; kk < KK; ++kk) offsets[kk * P + p] = corner + steps[kk];
+        std::fill(any.begin(), any.end(), 1);
+        valid[p] = KK;
+      } else for (int64_t kk = 0; kk < KK; ++kk) {
+        const int64_t ih = ih0 + kk / a.K, iw = iw0 + kk % a.K;
+        const bool inside = p < count &&
+                            (interior || (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W));
+        offsets[kk * P + p] = inside ? corner + steps[kk] : -1;
+        any[kk] |= inside;
+        all[kk] &= inside;
+        valid[p] += inside;
+        if (!inside || !count_ones) continue;
+        for (int64_t g = 0; g < a.G; ++g)
+          for (int64_t j = 0; j < a.Wg; ++j)
+            ones[p * a.G + g] +=
+                __builtin_popcountll((uint64_t)a.xs[corner + steps[kk] + g * a.Wg + j]);
+      }
+      if (++ow == a.OW) {
+        ow = 0;
+        if (++oh == a.OH) { oh = 0; ++n; }
+      }
+    }
+  }
+};
+
+// Output pixels per block: each weight load serves them all (8-16 measured best; their
+// accumulators stay in registers).
+constexpr int64_t PIXELS = 16;
+
+// The kernel body, instantiated once per instruction set below. VEC ops work on 8 uint64
+// lanes, one per output channel of a block of 8; each weight load serves P output pixels.
+// Pixels run in blocks of P over the flattened N * OH * OW outputs, so a block may span rows.
+#define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE)   \
+  template <int KIND>                                                                            \
+  __attribute__((target(TARGET))) void NAME##_blocks(const Args& a, int64_t begin, int64_t end, \
+                                                      int64_t* counts) {                         \
+    constexpr int64_t P = PIXELS;                                                                \
+    const int64_t KK = a.K * a.K, Opad = a.G * a.OB * 8, pixels = a.OH * a.OW;                  \
+    std::vector<int64_t> vals(P * Opad);                                                         \
+    Block b(a, P);                                                                               \
+    const int64_t* offsets = b.offsets.data();                                                   \
+    for (int64_t block = begin; block < end; ++block) {                                          \
+      const int64_t first = block * P, count = std::min<int64_t>(P, a.N * pixels - first);       \
+      b.plan(a, first, count, KIND == 1);                                                        \
       for (int64_t g = 0; g < a.G; ++g) {                                                        \
-        for (int64_t ow0 = 0; ow0 < a.OW; ow0 += P) {                                            \
-          /* input offsets of the P pixels at each kernel position (-1: padding) */              \
-          for (int64_t kh = 0; kh < a.K; ++kh) {                                                 \
-            const int64_t ih = oh * a.stride - a.pad + kh;                                       \
-            for (int64_t kw = 0; kw < a.K; ++kw) {                                               \
-              for (int64_t p = 0; p < P; ++p) {                                                  \
-                const int64_t iw = (ow0 + p) * a.stride - a.pad + kw;                            \
-                offsets[(kh * a.K + kw) * P + p] =                                               \
-                    (ow0 + p < a.OW && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W)               \
-                        ? (((n * a.H + ih) * a.W + iw) * a.G + g) * a.Wg : -1;                   \
+        const int64_t* xs = a.xs + g * a.Wg;                                                     \
+        const int64_t* xn = a.xn + g * a.Wg;                                                     \
+        for (int64_t ob = 0; ob < a.OB; ++ob) {                                                  \
+          VEC acc[P], acc2[P];                                                                   \
+          _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) { acc[p] = ZERO; acc2[p] = ZERO; }                     \
+          for (int64_t kk = 0; kk < KK; ++kk) {                                                  \
+            if (!b.any[kk]) continue;                                                            \
+            const int64_t* pix = offsets + kk * P;                                               \
+            const int64_t wat = ((g * a.OB + ob) * KK + kk) * a.Wg * 8;                          \
+            for (int64_t j = 0; j < a.Wg; ++j) {                                                 \
+              const int64_t* xsj = xs + j; /* xsj[pix[p]]: one addressing mode, no add */       \
+              const int64_t* xnj = xn + j;                                                       \
+              const VEC w = LOAD(a.ws + wat + j * 8);                                            \
+              if (KIND == 2) {                                                                   \
+                const VEC wz = LOAD(a.wn + wat + j * 8);                                         \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                  if (pix[p] < 0) continue;                                                      \
+                  const VEC v = AND(wz, BCAST(xnj[pix[p]]));                                     \
+                  acc[p] = ADDPOP(acc[p], v);                                                    \
+                  acc2[p] = ADDPOP(acc2[p], AND(v, XOR(w, BCAST(xsj[pix[p]]))));                 \
+                }                                                                                \
+              } else if (b.all[kk]) { /* every pixel inside: no tests */                       \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                  const VEC x = BCAST(xsj[pix[p]]);                                              \
+                  acc[p] = ADDPOP(acc[p], KIND == 1 ? AND(w, x) : XOR(w, x));                    \
+                }                                                                                \
+              } else {                                                                           \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                  if (pix[p] < 0) continue;                                                      \
+                  const VEC x = BCAST(xsj[pix[p]]);                                              \
+                  acc[p] = ADDPOP(acc[p], KIND == 1 ? AND(w, x) : XOR(w, x));                    \
+                }                                                                                \
               }                                                                                  \
             }                                                                                    \
           }                                                                                      \
-          for (int64_t ob = 0; ob < a.OB; ++ob) {                                                \
-            VEC acc[P], acc2[P];                                                                 \
-            for (int64_t p = 0; p < P; ++p) { acc[p] = ZERO; acc2[p] = ZERO; }                   \
-            for (int64_t kk = 0; kk < a.K * a.K; ++kk) {                                         \
-                const int64_t* pix = offsets.data() + kk * P;                                    \
-                bool any = false;                                                                \
-                for (int64_t p = 0; p < P; ++p) any = any || pix[p] >= 0;                        \
-                if (!any) continue;                                                              \
-                const int64_t wat = ((g * a.OB + ob) * a.K * a.K + kk) * a.Wg * 8;               \
-                for (int64_t j = 0; j < a.Wg; ++j) {                                             \
-                  const VEC w = LOAD(a.ws + wat + j * 8);                                        \
-                  if (a.kind == 2) {                                                             \
-                    const VEC wz = LOAD(a.wn + wat + j * 8);                                     \
-                    for (int64_t p = 0; p < P; ++p) {                                            \
-                      if (pix[p] < 0) continue;                                                  \
-                      const VEC v = AND(BCAST(a.xn[pix[p] + j]), wz);                            \
-                      acc[p] = ADDPOP(acc[p], v);                                                \
-                      acc2[p] = ADDPOP(acc2[p], AND(v, XOR(BCAST(a.xs[pix[p] + j]), w)));        \
-                    }                                                                            \
-                  } else if (a.kind == 1) {                                                      \
-                    for (int64_t p = 0; p < P; ++p)                                              \
-                      if (pix[p] >= 0) acc[p] = ADDPOP(acc[p], AND(BCAST(a.xs[pix[p] + j]), w)); \
-                  } else {                                                                       \
-                    for (int64_t p = 0; p < P; ++p)                                              \
-                      if (pix[p] >= 0) acc[p] = ADDPOP(acc[p], XOR(BCAST(a.xs[pix[p] + j]), w)); \
-                  }                                                                              \
-                }                                                                                \
-            }                                                                                    \
-            for (int64_t p = 0; p < P && ow0 + p < a.OW; ++p) {                                  \
-              alignas(64) uint64_t lane[8], lane2[8];                                            \
-              LANES(lane, acc[p]);                                                               \
-              if (a.kind == 2) LANES(lane2, acc2[p]);                                            \
-              const int64_t ow = ow0 + p;                                                        \
-              for (int64_t l = 0; l < 8; ++l) {                                                  \
-                const int64_t o = ob * 8 + l;                                                    \
-                if (o >= a.Og) break;                                                            \
-                int64_t value;                                                                   \
-                if (a.kind == 0) value = valid[ow] * a.Cg - 2 * (int64_t)lane[l];                \
-                else if (a.kind == 1) value = 2 * (int64_t)lane[l] - ones[ow * a.G + g];         \
-                else value = (int64_t)lane[l] - 2 * (int64_t)lane2[l];                           \
-                vals[(g * a.Og + o) * a.OW + ow] = value;                                        \
-              }                                                                                  \
-            }                                                                                    \
+          _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                           \
+            if (p >= count) break; /* constant indices keep acc in registers */                  \
+            VEC value;                                                                           \
+            if (KIND == 0) value = SUB(BCAST(b.valid[p] * a.Cg), TWICE(acc[p]));             \
+            else if (KIND == 1) value = SUB(TWICE(acc[p]), BCAST(b.ones[p * a.G + g]));      \
+            else value = SUB(acc[p], TWICE(acc2[p]));                                      \
+            STORE(vals.data() + p * Opad + (g * a.OB + ob) * 8, value);                          \
           }                                                                                      \
         }                                                                                        \
       }                                                                                          \
-      finish_row(a, n, oh, vals.data(), ys.data(), counts);                                      \
+      finish_pixels(a, first, count, vals.data(), counts);                                       \
     }                                                                                            \
   }                                                                                              \
   void NAME(const Args& a, int64_t* counts) {                                                    \
     std::mutex lock;                                                                             \
-    at::parallel_for(0, a.N * a.OH, 1, [&](int64_t begin, int64_t end) {                         \
+    const int64_t blocks = (a.N * a.OH * a.OW + PIXELS - 1) / PIXELS;                            \
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {                             \
       int64_t local[2] = {0, 0};                                                                 \
-      NAME##_rows(a, begin, end, local);                                                         \
+      if (a.kind == 0) NAME##_blocks<0>(a, begin, end, local);                                   \
+      else if (a.kind == 1) NAME##_blocks<1>(a, begin, end, local);                              \
+      else NAME##_blocks<2>(a, begin, end, local);                                               \
       std::lock_guard<std::mutex> guard(lock);                                                   \
       counts[0] += local[0];                                                                     \
       counts[1] += local[1];                                                                     \
@@ -236,8 +332,11 @@ __attribute__((target("popcnt"))) inline V8 s_bcast(int64_t x) { V8 r; for (int 
 __attribute__((target("popcnt"))) inline V8 s_xor(V8 a, V8 b) { for (int i = 0; i < 8; ++i) a.v[i] ^= b.v[i]; return a; }
 __attribute__((target("popcnt"))) inline V8 s_and(V8 a, V8 b) { for (int i = 0; i < 8; ++i) a.v[i] &= b.v[i]; return a; }
 __attribute__((target("popcnt"))) inline V8 s_addpop(V8 acc, V8 x) { for (int i = 0; i < 8; ++i) acc.v[i] += __builtin_popcountll(x.v[i]); return acc; }
-__attribute__((target("popcnt"))) inline void s_lanes(uint64_t* out, V8 a) { for (int i = 0; i < 8; ++i) out[i] = a.v[i]; }
-BCONV_KERNEL(kernel_popcnt, "popcnt", V8, s_zero(), s_load, s_bcast, s_xor, s_and, s_addpop, s_lanes)
+__attribute__((target("popcnt"))) inline V8 s_sub(V8 a, V8 b) { for (int i = 0; i < 8; ++i) a.v[i] -= b.v[i]; return a; }
+__attribute__((target("popcnt"))) inline V8 s_twice(V8 a) { for (int i = 0; i < 8; ++i) a.v[i] += a.v[i]; return a; }
+__attribute__((target("popcnt"))) inline void s_store(int64_t* out, V8 a) { for (int i = 0; i < 8; ++i) out[i] = (int64_t)a.v[i]; }
+BCONV_KERNEL(kernel_popcnt, "popcnt", V8, s_zero(), s_load, s_bcast, s_xor, s_and, s_addpop, s_sub,
+             s_twice, s_store)
 
 // ---- AVX2: two 256-bit halves, nibble-table popcount summed per 64-bit lane by vpsadbw
 struct V2 { __m256i lo, hi; };
@@ -255,10 +354,14 @@ __attribute__((target(T2))) inline __m256i a2_pop(__m256i v) {
   return _mm256_sad_epu8(counts, _mm256_setzero_si256());
 }
 __attribute__((target(T2))) inline V2 a2_addpop(V2 acc, V2 x) { return {_mm256_add_epi64(acc.lo, a2_pop(x.lo)), _mm256_add_epi64(acc.hi, a2_pop(x.hi))}; }
-__attribute__((target(T2))) inline void a2_lanes(uint64_t* out, V2 a) { _mm256_storeu_si256((__m256i*)out, a.lo); _mm256_storeu_si256((__m256i*)(out + 4), a.hi); }
-BCONV_KERNEL(kernel_avx2, T2, V2, a2_zero(), a2_load, a2_bcast, a2_xor, a2_and, a2_addpop, a2_lanes)
+__attribute__((target(T2))) inline V2 a2_sub(V2 a, V2 b) { return {_mm256_sub_epi64(a.lo, b.lo), _mm256_sub_epi64(a.hi, b.hi)}; }
+__attribute__((target(T2))) inline V2 a2_twice(V2 a) { return {_mm256_add_epi64(a.lo, a.lo), _mm256_add_epi64(a.hi, a.hi)}; }
+__attribute__((target(T2))) inline void a2_store(int64_t* out, V2 a) { _mm256_storeu_si256((__m256i*)out, a.lo); _mm256_storeu_si256((__m256i*)(out + 4), a.hi); }
+BCONV_KERNEL(kernel_avx2, T2, V2, a2_zero(), a2_load, a2_bcast, a2_xor, a2_and, a2_addpop, a2_sub,
+             a2_twice, a2_store)
 
-// ---- AVX-512BW: one 512-bit vector, nibble table
+// ---- AVX-512BW: one 512-bit vector, nibble table. The 64-bit xor/and (not _si512) let the
+// compiler fold each input word's broadcast into the xor as an embedded {1to8} operand.
 #define TBW "avx512f,avx512bw,popcnt"
 __attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
   const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4));
@@ -271,15 +374,16 @@ __attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
 #define BW_LOAD(p) _mm512_loadu_si512((const void*)(p))
 #define BW_BCAST(x) _mm512_set1_epi64(x)
 #define BW_ADDPOP(acc, x) _mm512_add_epi64(acc, bw_pop(x))
-#define BW_LANES(out, a) _mm512_storeu_si512((void*)(out), a)
-BCONV_KERNEL(kernel_avx512bw, TBW, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_si512,
-             _mm512_and_si512, BW_ADDPOP, BW_LANES)
+#define BW_TWICE(a) _mm512_add_epi64(a, a)
+#define BW_STORE(out, a) _mm512_storeu_si512((void*)(out), a)
+BCONV_KERNEL(kernel_avx512bw, TBW, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_epi64,
+             _mm512_and_epi64, BW_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE)
 
 // ---- AVX-512 VPOPCNTDQ: vpopcntq per 64-bit lane
 #define TVP "avx512f,avx512vpopcntdq,popcnt"
 #define VP_ADDPOP(acc, x) _mm512_add_epi64(acc, _mm512_popcnt_epi64(x))
-BCONV_KERNEL(kernel_vpopcntdq, TVP, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_si512,
-             _mm512_and_si512, VP_ADDPOP, BW_LANES)
+BCONV_KERNEL(kernel_vpopcntdq, TVP, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_epi64,
+             _mm512_and_epi64, VP_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE)
 
 const char* const PATHS[] = {"popcnt", "avx2", "avx512bw", "avx512_vpopcntdq"};
 
@@ -294,6 +398,12 @@ bool path_supported(int64_t path) {
   return false;
 }
 
+bool avx512_epilogue_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
 }  // namespace
 
 std::vector<std::string> supported_paths() {
@@ -304,10 +414,10 @@ std::vector<std::string> supported_paths() {
 
 // Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups.
 std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float NCHW input");
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cg = C / groups, Wg = (Cg + 63) / 64;
-  auto pixel_major = x.permute({0, 2, 3, 1}).contiguous();  // NHWC
+  auto pixel_major = x.permute({0, 2, 3, 1}).contiguous();  // free for channels_last input
   auto s = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto z = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto counts = torch::zeros({2}, torch::kLong);
@@ -332,18 +442,24 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
   a.Cg = cin_per_group; a.O = out_channels; a.Og = out_channels / a.G; a.OB = ws.size(1);
   a.K = kernel; a.stride = stride; a.pad = pad; a.kind = kind;
   a.avx512 = path >= 2;
+  a.avx512_epilogue = path >= 2 && avx512_epilogue_supported();
   a.OH = (a.H + 2 * pad - kernel) / stride + 1; a.OW = (a.W + 2 * pad - kernel) / stride + 1;
   torch::Tensor out, raw, ns, nn_;
   if (scale.numel() == 0) {
-    raw = torch::empty({a.N, a.O, a.OH, a.OW}, torch::kInt);
+    raw = torch::empty({a.N, a.OH, a.OW, a.O}, torch::kInt);
     a.raw = raw.data_ptr<int32_t>();
   } else {
     a.scale = scale.data_ptr<float>(); a.bias = bias.data_ptr<float>();
-    a.residual = residual.numel() ? residual.data_ptr<float>() : nullptr;
+    if (residual.numel()) {
+      TORCH_CHECK(residual.sizes() == torch::IntArrayRef({a.N, a.O, a.OH, a.OW}),
+                  "bconv: residual must be [N, O, OH, OW]");
+      residual = residual.permute({0, 2, 3, 1}).contiguous();  // free for channels_last
+      a.residual = residual.data_ptr<float>();
+    }
     a.act = act;
     a.neg = neg.numel() ? neg.data_ptr<float>() : nullptr;
     a.pos = pos.numel() ? pos.data_ptr<float>() : nullptr;
-    out = torch::empty({a.N, a.O, a.OH, a.OW}, torch::kFloat);
+    out = torch::empty({a.N, a.OH, a.OW, a.O}, torch::kFloat);
     a.out = out.data_ptr<float>();
     if (next_groups > 0) {
       a.G2 = next_groups; a.Cg2 = a.O / next_groups; a.Wg2 = (a.Cg2 + 63) / 64;
@@ -360,9 +476,9 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
     case 2: kernel_avx512bw(a, c); break;
     case 3: kernel_vpopcntdq(a, c); break;
   }
-  if (a.raw) return {raw};
-  if (a.next_s) return {out, ns, nn_, counts};
-  return {out};
+  if (a.raw) return {raw.permute({0, 3, 1, 2})};
+  if (a.next_s) return {out.permute({0, 3, 1, 2}), ns, nn_, counts};
+  return {out.permute({0, 3, 1, 2})};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
