@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from ftbnn_exp.build import build_model
 from ftbnn_exp.config import compose_config
 from ftbnn_exp.data import DataSpec
+from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.bitops import (
     binary_conv2d,
     pack,
@@ -156,6 +157,9 @@ def test_trained_model_verifies_exactly(tmp_path, model):
     images = re.search(r"top-1 identical on (\d+)/(\d+) images", done.stdout)
     assert images and images.group(1) == images.group(2) == "270"
     assert "PASS" in lines
+    if fast.kernels() is not None:  # every path of this CPU, on the trained model's test images
+        kernels = next(line for line in lines if line.startswith("C++ kernels vs the reference"))
+        assert all(f"{path} exact" in kernels for path in fast.supported_paths()), kernels
     ratio = float(re.search(r"fp32 -> [\d.]+ MB packed \(([\d.]+)×\)", done.stdout).group(1))
     assert ratio >= 20
     timed = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "bench",

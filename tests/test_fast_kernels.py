@@ -16,9 +16,10 @@ from ftbnn_exp.nn import BinaryConv2d, FPReLU
 
 pytestmark = pytest.mark.skipif(fast.kernels() is None, reason="no C++ toolchain here")
 PATHS = [p for p in fast.PATHS if fast.kernels() is not None and p in fast.supported_paths()]
-# (in, out, stride, groups, size): the binary convs of the baseline, Bi-Real and derived models
+# (in, out, stride, groups, size): the binary convs of the baseline, Bi-Real and derived models,
+# with 1, 2 and 3 words per pixel (the AVX-512BW window code has its own case for each)
 SHAPES = [(64, 64, 1, 1, 9), (64, 128, 2, 1, 9), (130, 70, 1, 1, 6), (48, 48, 1, 3, 7),
-          (40, 40, 2, 8, 8), (32, 198, 1, 1, 5)]
+          (40, 40, 2, 8, 8), (32, 198, 1, 1, 5), (100, 40, 1, 1, 7)]
 
 
 def _conv(cin: int, cout: int, stride: int, groups: int, generator, zero: bool = False):

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from ftbnn_exp.build import build_datamodule, model_from_checkpoint
 from ftbnn_exp.checkpoints import load_checkpoint
+from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.export import (
     describe_sizes,
     export,
@@ -55,7 +56,6 @@ def _bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ftbnn_exp.deploy import fast
     from ftbnn_exp.deploy.layers import to_inference
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -108,6 +108,15 @@ def _run(args: argparse.Namespace) -> int:
     checks, summary = verify(model, inference, datamodule.test_dataloader(), args.batches)
     table, passed = verify_table(checks, summary)
     print(table)
+    images = next(iter(datamodule.test_dataloader()))[0]
+    paths = fast.check_paths(inference, images)
+    if paths:
+        print(f"C++ kernels vs the reference engine, logits on {len(images)} test images: "
+              + ", ".join(f"{path} {'exact' if same else 'DIFFERENT'}"
+                          for path, same in paths.items()))
+        passed = passed and all(paths.values())
+    else:
+        print("C++ kernels: not available here; the reference engine is used")
     print(describe_sizes(sizes))
     return 0 if passed else 1
 

@@ -8,6 +8,7 @@ time from the CPU's features; every path is bit-exact against the reference (tes
 
 from __future__ import annotations
 
+import copy
 import warnings
 from functools import cache
 from pathlib import Path
@@ -224,3 +225,18 @@ class FastFTBNN:
             planes, counts = ((out[1], out[2]), out[3]) if kernel.next_groups else (None, None)
         # the kernels leave x channels_last; ATen's average pool sums NCHW in another order
         return model.fc(torch.flatten(model.pool(x.contiguous()), 1))
+
+
+def check_paths(inference: nn.Module, images: Tensor) -> dict[str, bool]:
+    """Whether each instruction-set path of this CPU gives the reference engine's logits on
+    ``images`` bit for bit: the baseline fused (:class:`FastFTBNN`), other models per conv."""
+    results = {}
+    with torch.no_grad():
+        reference = inference(images)
+        for path in supported_paths():
+            try:
+                runner = FastFTBNN(inference, PATHS.index(path))
+            except ValueError:
+                runner = accelerate(copy.deepcopy(inference), PATHS.index(path))
+            results[path] = torch.equal(runner(images), reference)
+    return results

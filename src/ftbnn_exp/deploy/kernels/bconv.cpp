@@ -9,8 +9,8 @@
 //   kind 0, inputs and weights without zeros: out = K_valid - 2 * sum popcount(x ^ w)
 //   kind 1, inputs in {0, 1}, weights without zeros: out = 2 * sum popcount(x & w) - sum popcount(x)
 //   kind 2, anything:  out = sum popcount(v) - 2 * sum popcount(v & (x ^ w)), v = nz_x & nz_w
-// Paths, chosen at run time: 3 AVX-512 VPOPCNTDQ, 2 AVX-512BW (nibble table), 1 AVX2 (nibble
-// table), 0 scalar POPCNT. Compiled with -ffp-contract=off: the epilogue rounds as PyTorch does.
+// Paths, chosen at run time: 3 AVX-512 VPOPCNTDQ, 2 AVX-512BW (nibble table, and a carry-save
+// adder tree over 3x3 windows), 1 AVX2 (nibble table), 0 scalar POPCNT. Compiled with -ffp-contract=off: the epilogue rounds as PyTorch does.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -134,7 +134,8 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
                           int64_t* counts) {
   const int64_t O = a.O, words = a.G2 * a.Wg2;
   const __m512 zero = _mm512_setzero_ps();
-  int64_t negatives = 0, zeros = 0;
+  const __m512i one = _mm512_set1_epi32(1);
+  __m512i negatives = _mm512_setzero_si512(), zeros = _mm512_setzero_si512();  // per lane
   for (int64_t p = 0; p < pixels; ++p) {
     const int64_t q = first + p;
     const int64_t* v = vals + p * O;
@@ -163,17 +164,18 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
                                                     _mm512_loadu_ps(a.pos + o)));
         _mm512_storeu_ps(y + o, t);
         if (!ps) continue;
-        const __mmask16 nonzero = _mm512_cmp_ps_mask(t, zero, _CMP_NEQ_UQ);
+        const __mmask16 is_zero = _mm512_cmp_ps_mask(t, zero, _CMP_EQ_OQ);
         const int64_t at = g2 * a.Wg2 * 4 + c / 16;  // 16-bit piece of the group's words
         ps[at] = (uint16_t)_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ);
-        pn[at] = (uint16_t)nonzero;
-        negatives += __builtin_popcount((unsigned)_mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ));
-        zeros += 16 - __builtin_popcount((unsigned)nonzero);
+        pn[at] = (uint16_t)_knot_mask16(is_zero);  // NaN counts as nonzero, as in pack_word
+        negatives = _mm512_mask_add_epi32(negatives, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ),
+                                          negatives, one);
+        zeros = _mm512_mask_add_epi32(zeros, is_zero, zeros, one);
       }
     }
   }
-  counts[0] += negatives;
-  counts[1] += zeros;
+  counts[0] += _mm512_reduce_add_epi32(negatives);
+  counts[1] += _mm512_reduce_add_epi32(zeros);
 }
 
 void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
@@ -246,10 +248,17 @@ struct Block {
 // accumulators stay in registers).
 constexpr int64_t PIXELS = 16;
 
+// A path's own code for one block of 8 output channels of a block of pixels, or false.
+template <int KIND>
+inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int64_t*, int64_t) {
+  return false;
+}
+
 // The kernel body, instantiated once per instruction set below. VEC ops work on 8 uint64
 // lanes, one per output channel of a block of 8; each weight load serves P output pixels.
 // Pixels run in blocks of P over the flattened N * OH * OW outputs, so a block may span rows.
-#define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE)   \
+#define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE,   \
+                     WINDOW)                                                                     \
   template <int KIND>                                                                            \
   __attribute__((target(TARGET))) void NAME##_blocks(const Args& a, int64_t begin, int64_t end, \
                                                       int64_t* counts) {                         \
@@ -265,6 +274,7 @@ constexpr int64_t PIXELS = 16;
         const int64_t* xs = a.xs + g * a.Wg;                                                     \
         const int64_t* xn = a.xn + g * a.Wg;                                                     \
         for (int64_t ob = 0; ob < a.OB; ++ob) {                                                  \
+          if (WINDOW<KIND>(a, b, g, ob, count, vals.data() + (g * a.OB + ob) * 8, Opad)) continue;  \
           VEC acc[P], acc2[P];                                                                   \
           _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) { acc[p] = ZERO; acc2[p] = ZERO; }                     \
           for (int64_t kk = 0; kk < KK; ++kk) {                                                  \
@@ -336,7 +346,7 @@ __attribute__((target("popcnt"))) inline V8 s_sub(V8 a, V8 b) { for (int i = 0; 
 __attribute__((target("popcnt"))) inline V8 s_twice(V8 a) { for (int i = 0; i < 8; ++i) a.v[i] += a.v[i]; return a; }
 __attribute__((target("popcnt"))) inline void s_store(int64_t* out, V8 a) { for (int i = 0; i < 8; ++i) out[i] = (int64_t)a.v[i]; }
 BCONV_KERNEL(kernel_popcnt, "popcnt", V8, s_zero(), s_load, s_bcast, s_xor, s_and, s_addpop, s_sub,
-             s_twice, s_store)
+             s_twice, s_store, no_window)
 
 // ---- AVX2: two 256-bit halves, nibble-table popcount summed per 64-bit lane by vpsadbw
 struct V2 { __m256i lo, hi; };
@@ -358,7 +368,7 @@ __attribute__((target(T2))) inline V2 a2_sub(V2 a, V2 b) { return {_mm256_sub_ep
 __attribute__((target(T2))) inline V2 a2_twice(V2 a) { return {_mm256_add_epi64(a.lo, a.lo), _mm256_add_epi64(a.hi, a.hi)}; }
 __attribute__((target(T2))) inline void a2_store(int64_t* out, V2 a) { _mm256_storeu_si256((__m256i*)out, a.lo); _mm256_storeu_si256((__m256i*)(out + 4), a.hi); }
 BCONV_KERNEL(kernel_avx2, T2, V2, a2_zero(), a2_load, a2_bcast, a2_xor, a2_and, a2_addpop, a2_sub,
-             a2_twice, a2_store)
+             a2_twice, a2_store, no_window)
 
 // ---- AVX-512BW: one 512-bit vector, nibble table. The 64-bit xor/and (not _si512) let the
 // compiler fold each input word's broadcast into the xor as an embedded {1to8} operand.
@@ -376,14 +386,112 @@ __attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
 #define BW_ADDPOP(acc, x) _mm512_add_epi64(acc, bw_pop(x))
 #define BW_TWICE(a) _mm512_add_epi64(a, a)
 #define BW_STORE(out, a) _mm512_storeu_si512((void*)(out), a)
+
+// Per-byte bit counts (at most 8 each) by nibble table, summed by vpsadbw only at the end.
+__attribute__((target(TBW))) inline __m512i bw_bytes(__m512i v) {
+  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4));
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  return _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
+                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+}
+
+// A full adder on every bit: a + b + c = sum + 2 * carry.
+__attribute__((target(TBW))) inline void bw_add3(__m512i a, __m512i b, __m512i c, __m512i* sum,
+                                                  __m512i* carry) {
+  *sum = _mm512_ternarylogic_epi64(a, b, c, 0x96);    // a ^ b ^ c
+  *carry = _mm512_ternarylogic_epi64(a, b, c, 0xe8);  // majority
+}
+
+// The bit counts of nine words, per byte: a carry-save adder tree (Harley-Seal) reduces them
+// to ones + 2 twos + 4 fours + 8 eights, so four nibble-table popcounts count nine words.
+// At most 8 * 15 = 120 per byte.
+__attribute__((target(TBW), always_inline)) inline __m512i bw_bytes9(const __m512i* v) {
+  __m512i s1, c1, s2, c2, s3, c3, ones, twos_a, twos_b, fours_a;
+  bw_add3(v[0], v[1], v[2], &s1, &c1);
+  bw_add3(v[3], v[4], v[5], &s2, &c2);
+  bw_add3(v[6], v[7], v[8], &s3, &c3);
+  bw_add3(s1, s2, s3, &ones, &twos_a);
+  bw_add3(c1, c2, c3, &twos_b, &fours_a);
+  const __m512i twos = _mm512_xor_si512(twos_a, twos_b);
+  const __m512i fours_b = _mm512_and_si512(twos_a, twos_b);
+  const __m512i fours = _mm512_xor_si512(fours_a, fours_b);
+  const __m512i eights = _mm512_and_si512(fours_a, fours_b);
+  __m512i h = bw_bytes(eights);
+  h = _mm512_add_epi8(_mm512_add_epi8(h, h), bw_bytes(fours));
+  h = _mm512_add_epi8(_mm512_add_epi8(h, h), bw_bytes(twos));
+  return _mm512_add_epi8(_mm512_add_epi8(h, h), bw_bytes(ones));
+}
+
+// AVX-512BW, 3x3 windows, one pixel at a time: for an interior pixel the nine words at each
+// word position go through bw_bytes9 (two positions share one vpsadbw: 240 < 256), about
+// half the instructions of nine nibble-table popcounts. Border pixels count word by word.
+// WG: words per pixel when known at compile time (1, 2: the weights then stay in registers,
+// as the stores to `out` would otherwise force their reload), else 0.
+template <int KIND, int WG>
+__attribute__((target(TBW))) void bw_window_pixels(const Args& a, const Block& b, int64_t g,
+                                                   int64_t ob, int64_t count, int64_t* out,
+                                                   int64_t stride) {
+  const int64_t Wg = WG ? WG : a.Wg, P = PIXELS;
+  const int64_t* xs = a.xs + g * Wg;
+  const int64_t* wat = a.ws + (g * a.OB + ob) * 9 * Wg * 8;  // [9][Wg][8]
+  __m512i kept[WG ? 9 * WG : 1];
+  if (WG) {
+    _Pragma("GCC unroll 18") for (int i = 0; i < 9 * WG; ++i) kept[i] = BW_LOAD(wat + i * 8);
+  }
+  for (int64_t p = 0; p < count; ++p) {
+    const int64_t* pix = b.offsets.data() + p;  // input word of kernel position k: pix[k * P]
+    __m512i total = BW_ZERO;
+    if (b.valid[p] == 9) {
+      __m512i h = BW_ZERO;
+      _Pragma("GCC unroll 2") for (int64_t j = 0; j < Wg; ++j) {
+        __m512i v[9];
+        _Pragma("GCC unroll 9") for (int k = 0; k < 9; ++k) {
+          const __m512i w = WG ? kept[WG ? k * Wg + j : 0] : BW_LOAD(wat + (k * Wg + j) * 8);
+          const __m512i x = BW_BCAST(xs[pix[k * P] + j]);
+          v[k] = KIND == 1 ? _mm512_and_epi64(w, x) : _mm512_xor_epi64(w, x);
+        }
+        h = _mm512_add_epi8(h, bw_bytes9(v));
+        if (j % 2 == 1 || j == Wg - 1) {
+          total = _mm512_add_epi64(total, _mm512_sad_epu8(h, BW_ZERO));
+          h = BW_ZERO;
+        }
+      }
+    } else {
+      for (int k = 0; k < 9; ++k) {
+        if (pix[k * P] < 0) continue;
+        for (int64_t j = 0; j < Wg; ++j) {
+          const __m512i w = WG ? kept[WG ? k * Wg + j : 0] : BW_LOAD(wat + (k * Wg + j) * 8);
+          const __m512i x = BW_BCAST(xs[pix[k * P] + j]);
+          total = BW_ADDPOP(total, KIND == 1 ? _mm512_and_epi64(w, x)
+                                             : _mm512_xor_epi64(w, x));
+        }
+      }
+    }
+    const __m512i value =
+        KIND == 0 ? _mm512_sub_epi64(_mm512_set1_epi64(b.valid[p] * a.Cg), BW_TWICE(total))
+                  : _mm512_sub_epi64(BW_TWICE(total), _mm512_set1_epi64(b.ones[p * a.G + g]));
+    BW_STORE(out + p * stride, value);
+  }
+}
+
+template <int KIND>
+bool bw_window(const Args& a, const Block& b, int64_t g, int64_t ob, int64_t count,
+               int64_t* out, int64_t stride) {
+  if (KIND == 2 || a.K != 3) return false;
+  if (a.Wg == 1) bw_window_pixels<KIND, 1>(a, b, g, ob, count, out, stride);
+  else if (a.Wg == 2) bw_window_pixels<KIND, 2>(a, b, g, ob, count, out, stride);
+  else bw_window_pixels<KIND, 0>(a, b, g, ob, count, out, stride);
+  return true;
+}
+
 BCONV_KERNEL(kernel_avx512bw, TBW, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_epi64,
-             _mm512_and_epi64, BW_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE)
+             _mm512_and_epi64, BW_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE, bw_window)
 
 // ---- AVX-512 VPOPCNTDQ: vpopcntq per 64-bit lane
 #define TVP "avx512f,avx512vpopcntdq,popcnt"
 #define VP_ADDPOP(acc, x) _mm512_add_epi64(acc, _mm512_popcnt_epi64(x))
 BCONV_KERNEL(kernel_vpopcntdq, TVP, __m512i, BW_ZERO, BW_LOAD, BW_BCAST, _mm512_xor_epi64,
-             _mm512_and_epi64, VP_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE)
+             _mm512_and_epi64, VP_ADDPOP, _mm512_sub_epi64, BW_TWICE, BW_STORE, no_window)
 
 const char* const PATHS[] = {"popcnt", "avx2", "avx512bw", "avx512_vpopcntdq"};
 
