@@ -61,7 +61,7 @@ def layer_row(channels: int, size: int, inputs: str, repeats: int
             *planes, counts = kernel.planes(x_last)
             ours[path] = median_ms(partial(fused, None, planes, counts, residual=x_last),
                                    repeats, 10)
-        packing = median_ms(partial(kernel.planes, x_last), repeats, 10)
+        packing = median_ms(partial(fast.FastBinaryConv(packed).planes, x_last), repeats, 10)
     layout = min(layouts, key=layouts.get)
     return layouts[layout], layout, ours, packing
 

@@ -62,12 +62,7 @@ def _bench(args: argparse.Namespace) -> int:
     model, cfg = model_from_checkpoint(checkpoint)
     spec = build_datamodule(cfg).spec
     inference = to_inference(model)
-    try:
-        runner = fast.FastFTBNN(inference)
-        how = "fused blocks"
-    except (ValueError, AttributeError, RuntimeError):
-        runner = fast.accelerate(inference)
-        how = "C++ binary convs" if fast.kernels() is not None else "reference engine"
+    runner, how = fast.fastest(inference)
     torch.set_num_threads(1)
     x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
 

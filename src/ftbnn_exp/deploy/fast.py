@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -118,9 +119,8 @@ class FastBinaryConv:
         weight = conv.binary_weight()
         self.weights_have_zeros = bool((weight == 0).any())
         self.ws, self.wn = block_weights(weight, conv.groups)
-        c = conv
-        self.shape = (c.out_channels, c.in_channels // c.groups, c.kernel_size, c.stride,
-                      c.padding)
+        self.shape = (conv.out_channels, conv.in_channels // conv.groups, conv.kernel_size,
+                      conv.stride, conv.padding)
 
     def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
@@ -161,8 +161,7 @@ class FusedBinaryConv:
             raise ValueError("fused output: Bi-Real's weight scale is not fused; run the "
                              "raw conv and the model's own output step")
         self.conv, self.next_groups = conv, next_groups
-        act, self.negative, self.positive = activation_of(nonlinear or nn.Identity())
-        self.act = act
+        self.act, self.negative, self.positive = activation_of(nonlinear or nn.Identity())
         self.scale, self.bias = bn.scale.contiguous(), bn.bias.contiguous()
         self.empty = torch.empty(0)
 
@@ -198,15 +197,15 @@ class FastFTBNN:
         from ftbnn_exp.models.ftbnn import BasicBlock
 
         self.model = inference.eval()
-        self.blocks = [block for stage in inference.stages for block in stage]
-        if not all(isinstance(b, BasicBlock) and isinstance(b.conv, PackedBinaryConv2d)
-                   and not b.bn.conv_scale.numel() for b in self.blocks):
+        stages = getattr(inference, "stages", [])
+        self.blocks = [block for stage in stages for block in stage]
+        fusable = all(isinstance(b, BasicBlock) and isinstance(b.conv, PackedBinaryConv2d)
+                      and not b.bn.conv_scale.numel() for b in self.blocks)
+        if not self.blocks or not fusable:
             raise ValueError("FastFTBNN runs exported FTBNN baselines (scale-free BasicBlocks)")
-        self.kernels = []
-        for index, block in enumerate(self.blocks):
-            following = self.blocks[index + 1].conv.groups if index + 1 < len(self.blocks) else 0
-            conv = FastBinaryConv(block.conv, path)
-            self.kernels.append(conv.fuse(block.bn, block.nonlinear, following))
+        next_groups = [block.conv.groups for block in self.blocks[1:]] + [0]
+        self.kernels = [FastBinaryConv(block.conv, path).fuse(block.bn, block.nonlinear, groups)
+                        for block, groups in zip(self.blocks, next_groups, strict=True)]
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
@@ -227,16 +226,26 @@ class FastFTBNN:
         return model.fc(torch.flatten(model.pool(x.contiguous()), 1))
 
 
+def fastest(inference: nn.Module, path: int | None = None
+            ) -> tuple[Callable[[Tensor], Tensor], str]:
+    """The fastest exact way to run an export, and its name: the FTBNN baseline's blocks fused
+    (:class:`FastFTBNN`), any other model's binary convs on the kernels (a copy, see
+    :func:`accelerate`), or the export itself (reference engine) without the kernels."""
+    if kernels() is None:
+        return inference, "reference engine"
+    try:
+        return FastFTBNN(inference, path), "fused blocks"
+    except ValueError:
+        return accelerate(copy.deepcopy(inference), path), "C++ binary convs"
+
+
 def check_paths(inference: nn.Module, images: Tensor) -> dict[str, bool]:
     """Whether each instruction-set path of this CPU gives the reference engine's logits on
-    ``images`` bit for bit: the baseline fused (:class:`FastFTBNN`), other models per conv."""
+    ``images`` bit for bit (empty without the kernels)."""
     results = {}
     with torch.no_grad():
         reference = inference(images)
         for path in supported_paths():
-            try:
-                runner = FastFTBNN(inference, PATHS.index(path))
-            except ValueError:
-                runner = accelerate(copy.deepcopy(inference), PATHS.index(path))
+            runner, _ = fastest(inference, PATHS.index(path))
             results[path] = torch.equal(runner(images), reference)
     return results

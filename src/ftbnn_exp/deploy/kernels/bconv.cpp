@@ -2,15 +2,18 @@
 // (folded BN, residual add, non-linear module, packing the signs for the next binary conv).
 //
 // Everything is pixel-major (NHWC), so nothing is transposed between layers; torch sees the
-// outputs as NCHW tensors in channels_last memory. Activations: NHWC bit planes, int64 [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is
-// [x > 0] ("signs") or [x != 0] ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
+// outputs as NCHW tensors in channels_last memory. Activations: NHWC bit planes, int64
+// [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is [x > 0] ("signs") or [x != 0]
+// ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
 // (8 output channels side by side, OB = ceil(Og / 8), missing channels all-zero words).
 // One of three exact formulas per call (Appendix B; ftbnn_exp/deploy/bitops.py):
 //   kind 0, inputs and weights without zeros: out = K_valid - 2 * sum popcount(x ^ w)
-//   kind 1, inputs in {0, 1}, weights without zeros: out = 2 * sum popcount(x & w) - sum popcount(x)
+//   kind 1, inputs in {0, 1}, weights without zeros:
+//           out = 2 * sum popcount(x & w) - sum popcount(x)
 //   kind 2, anything:  out = sum popcount(v) - 2 * sum popcount(v & (x ^ w)), v = nz_x & nz_w
 // Paths, chosen at run time: 3 AVX-512 VPOPCNTDQ, 2 AVX-512BW (nibble table, and a carry-save
-// adder tree over 3x3 windows), 1 AVX2 (nibble table), 0 scalar POPCNT. Compiled with -ffp-contract=off: the epilogue rounds as PyTorch does.
+// adder tree over 3x3 windows), 1 AVX2 (nibble table), 0 scalar POPCNT. Compiled with
+// -ffp-contract=off: the epilogue rounds as PyTorch does.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -88,8 +91,8 @@ void pack_pixels(const float* y, int64_t pixels, int64_t C, int64_t Cg, int64_t 
 // The output step of `pixels` consecutive output pixels, pixel-major (NHWC): raw integers, or
 // the fused act(v * scale + bias + residual) written NHWC, its sign / nonzero bits packed 64
 // channels to a word for the next binary conv and its negatives and zeros counted.
-// vals is [pixels][Opad]: output channel o of group g at g * OB * 8 + o % Og.
-// Cloned for AVX-512 and baseline x86-64, dispatched by the loader (GCC target_clones).
+// vals is [pixels][O]. Cloned for AVX-512 and baseline x86-64, dispatched by the loader (GCC
+// target_clones).
 __attribute__((target_clones("arch=x86-64-v4", "default")))
 void finish_pixels_any(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
                        int64_t* counts) {
@@ -178,6 +181,8 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
   counts[1] += _mm512_reduce_add_epi32(zeros);
 }
 
+// vals arrives as the kernels write it, [pixels][Opad]: output channel o of group g at
+// g * OB * 8 + o % Og.
 void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
                    int64_t* counts) {
   const int64_t O = a.O, Opad = a.G * a.OB * 8;
@@ -274,9 +279,10 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
         const int64_t* xs = a.xs + g * a.Wg;                                                     \
         const int64_t* xn = a.xn + g * a.Wg;                                                     \
         for (int64_t ob = 0; ob < a.OB; ++ob) {                                                  \
-          if (WINDOW<KIND>(a, b, g, ob, count, vals.data() + (g * a.OB + ob) * 8, Opad)) continue;  \
+          int64_t* out = vals.data() + (g * a.OB + ob) * 8; /* pixel p at out + p * Opad */    \
+          if (WINDOW<KIND>(a, b, g, ob, count, out, Opad)) continue;                             \
           VEC acc[P], acc2[P];                                                                   \
-          _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) { acc[p] = ZERO; acc2[p] = ZERO; }                     \
+          _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) acc[p] = acc2[p] = ZERO;      \
           for (int64_t kk = 0; kk < KK; ++kk) {                                                  \
             if (!b.any[kk]) continue;                                                            \
             const int64_t* pix = offsets + kk * P;                                               \
@@ -287,19 +293,19 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
               const VEC w = LOAD(a.ws + wat + j * 8);                                            \
               if (KIND == 2) {                                                                   \
                 const VEC wz = LOAD(a.wn + wat + j * 8);                                         \
-                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                         \
                   if (pix[p] < 0) continue;                                                      \
                   const VEC v = AND(wz, BCAST(xnj[pix[p]]));                                     \
                   acc[p] = ADDPOP(acc[p], v);                                                    \
                   acc2[p] = ADDPOP(acc2[p], AND(v, XOR(w, BCAST(xsj[pix[p]]))));                 \
                 }                                                                                \
               } else if (b.all[kk]) { /* every pixel inside: no tests */                       \
-                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                         \
                   const VEC x = BCAST(xsj[pix[p]]);                                              \
                   acc[p] = ADDPOP(acc[p], KIND == 1 ? AND(w, x) : XOR(w, x));                    \
                 }                                                                                \
               } else {                                                                           \
-                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                                \
+                _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                         \
                   if (pix[p] < 0) continue;                                                      \
                   const VEC x = BCAST(xsj[pix[p]]);                                              \
                   acc[p] = ADDPOP(acc[p], KIND == 1 ? AND(w, x) : XOR(w, x));                    \
@@ -313,7 +319,7 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
             if (KIND == 0) value = SUB(BCAST(b.valid[p] * a.Cg), TWICE(acc[p]));             \
             else if (KIND == 1) value = SUB(TWICE(acc[p]), BCAST(b.ones[p * a.G + g]));      \
             else value = SUB(acc[p], TWICE(acc2[p]));                                      \
-            STORE(vals.data() + p * Opad + (g * a.OB + ob) * 8, value);                          \
+            STORE(out + p * Opad, value);                                                        \
           }                                                                                      \
         }                                                                                        \
       }                                                                                          \
@@ -373,12 +379,16 @@ BCONV_KERNEL(kernel_avx2, T2, V2, a2_zero(), a2_load, a2_bcast, a2_xor, a2_and, 
 // ---- AVX-512BW: one 512-bit vector, nibble table. The 64-bit xor/and (not _si512) let the
 // compiler fold each input word's broadcast into the xor as an embedded {1to8} operand.
 #define TBW "avx512f,avx512bw,popcnt"
-__attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
+// Per-byte bit counts (at most 8 each) by nibble table; vpsadbw sums them per 64-bit lane.
+__attribute__((target(TBW))) inline __m512i bw_bytes(__m512i v) {
   const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4));
   const __m512i low = _mm512_set1_epi8(0x0f);
-  __m512i counts = _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
-                                   _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
-  return _mm512_sad_epu8(counts, _mm512_setzero_si512());
+  const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+  return _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
+                         _mm512_shuffle_epi8(table, high));
+}
+__attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
+  return _mm512_sad_epu8(bw_bytes(v), _mm512_setzero_si512());
 }
 #define BW_ZERO _mm512_setzero_si512()
 #define BW_LOAD(p) _mm512_loadu_si512((const void*)(p))
@@ -386,14 +396,6 @@ __attribute__((target(TBW))) inline __m512i bw_pop(__m512i v) {
 #define BW_ADDPOP(acc, x) _mm512_add_epi64(acc, bw_pop(x))
 #define BW_TWICE(a) _mm512_add_epi64(a, a)
 #define BW_STORE(out, a) _mm512_storeu_si512((void*)(out), a)
-
-// Per-byte bit counts (at most 8 each) by nibble table, summed by vpsadbw only at the end.
-__attribute__((target(TBW))) inline __m512i bw_bytes(__m512i v) {
-  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0,1,1,2,1,2,2,3,1,2,2,3,2,3,3,4));
-  const __m512i low = _mm512_set1_epi8(0x0f);
-  return _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
-                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
-}
 
 // A full adder on every bit: a + b + c = sum + 2 * carry.
 __attribute__((target(TBW))) inline void bw_add3(__m512i a, __m512i b, __m512i c, __m512i* sum,
