@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,26 @@ def test_baseline_trains_on_digits_and_writes_metrics(tmp_path):
     assert len([r for r in rows if "[" in r]) == 12
     summary = done.stdout.strip().splitlines()[-1]
     assert summary.startswith("baseline-relu_partial_fprelu: test top-1 ")
+    # A quiet console: no warning, deprecation or tip line; our complexity line instead of
+    # Lightning's model summary.
+    console = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in console if re.search(r"warn|deprecat|tip|FLOPs\s+\|", line,
+                                                      re.IGNORECASE)]
+    c = metrics["complexity"]
+    assert console[0].startswith(f"complexity [macs]: FLOPs {c['flops'] / 1e6:.2f}M  BOPs "
+                                 f"{c['bops'] / 1e6:.2f}M  params {c['params'] / 1e6:.3f}M  "
+                                 f"budget {c['budget'] / 1e6:.2f}M at 8 px")
     assert f"{metrics['final']['test/top1']:.2f}%" in summary
+
+
+def test_wandb_logs_offline_without_network(tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli("logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 1
 
 
 def test_config_mistake_is_one_line_and_nonzero(tmp_path):

@@ -15,8 +15,8 @@ from ftbnn_exp.complexity import count_complexity, solve_width
 from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
 from ftbnn_exp.models.layout import BLOCKS_PER_STAGE
 from ftbnn_exp.nn import BinaryActivation, BinaryConv2d, FPReLU, NonLinearitySchedule
+from ftbnn_exp.paper import PAPER_TABLE4, paper_table4_row
 from ftbnn_exp.report.complexity_table import compare_all, table4_complexity_markdown
-from ftbnn_exp.report.reference import PAPER_TABLE4, paper_table4_row
 
 IMAGENET = (3, 224, 224)
 README = Path(__file__).resolve().parents[1] / "README.md"

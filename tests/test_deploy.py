@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from ftbnn_exp.build import build_model
-from ftbnn_exp.config import compose_config
+from ftbnn_exp.app import build
+from ftbnn_exp.app.config import compose_config, validate
+from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint, model_spec
 from ftbnn_exp.data import DataSpec
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.bitops import (
@@ -80,11 +82,44 @@ def test_appendix_b_example():
     assert ours.item() == 0  # Eq. 6's {0, 1} path gives PyTorch's result
 
 
+LEGACY = Path(__file__).parent / "data"
+WITHOUT_HYDRA = ("import sys; sys.modules['hydra'] = None; "
+                 "from ftbnn_exp.deploy.__main__ import main; sys.exit(main(sys.argv[1:]))")
+"""``python -m ftbnn_exp.deploy`` in a process where ``import hydra`` fails."""
+
+
+def verify_without_hydra(checkpoint: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_HYDRA, "verify", str(checkpoint)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("name", "family", "nonlinear"), [
+    ("fig2", "fig2_net", ["Identity"] * 2),
+    # 0.1.0's nonlinearity.placement=period, period=3: ReLU after blocks 3, 6, 9, 12, 15
+    ("derived", "derived_ftbnn", ["FPReLU", "FPReLU", "ReLU"] * 5 + ["FPReLU"]),
+])
+def test_checkpoints_of_version_0_1_0_still_load_and_verify(name, family, nonlinear):
+    """Checkpoints from before model specs were stored (written by 0.1.0's training)."""
+    checkpoint = load_checkpoint(LEGACY / f"legacy-0.1.0-{name}.ckpt")
+    assert "model_spec" not in checkpoint["ftbnn_exp"]
+    spec = model_spec(checkpoint["ftbnn_exp"])
+    assert spec.family == family and spec.version == "0.1.0"
+    model = model_from_checkpoint(checkpoint)  # strict: every weight has its place
+    blocks = ([b for stage in model.stages for b in stage] if hasattr(model, "stages")
+              else list(model.blocks))
+    assert [type(b.nonlinear).__name__ for b in blocks] == nonlinear
+    if family == "derived_ftbnn":
+        assert (model.width, model.groups) == (8, 2)
+    done = verify_without_hydra(LEGACY / f"legacy-0.1.0-{name}.ckpt")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "PASS" in done.stdout.splitlines()
+
+
 def _checkpoint(tmp_path, overrides: list[str], spec: DataSpec):
     cfg = compose_config(["logger=none", *overrides])
-    config = OmegaConf.to_container(cfg, resolve=False)
-    config.pop("hydra", None)
-    model = build_model(OmegaConf.create(config), spec)
+    specs = validate(cfg)
+    model_spec = build.model_spec(cfg, specs, spec, build.resolve_width(specs, cfg.budget))
+    model = build.build_model(model_spec)
     torch.manual_seed(0)
     for module in model.modules():  # BN statistics as after training, not the identity
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -94,7 +129,8 @@ def _checkpoint(tmp_path, overrides: list[str], spec: DataSpec):
             module.bias.data.uniform_(-0.5, 0.5)
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "ftbnn_exp": {"config": config, "width": None}}, path)
+                "ftbnn_exp": {"config": OmegaConf.to_container(cfg, resolve=True),
+                              "model_spec": model_spec.to_dict(), "run_name": "test"}}, path)
     return model.eval(), path
 
 
@@ -145,9 +181,7 @@ def test_trained_model_verifies_exactly(tmp_path, model):
                               "logger=none", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    done = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "verify",
-                           str(run_dir / "checkpoints" / "last.ckpt")],
-                          capture_output=True, text=True, timeout=600)
+    done = verify_without_hydra(run_dir / "checkpoints" / "last.ckpt")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     layers = [line for line in lines[1:] if line.endswith(("exact", "FAIL"))]

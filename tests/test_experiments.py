@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftbnn_exp.config import CONF_DIR, compose_config, validate
-from ftbnn_exp.report.reference import PAPER_TABLE3, PAPER_TABLE4
+from ftbnn_exp.app.config import CONF_DIR, compose_config, validate
+from ftbnn_exp.paper import PAPER_TABLE3, PAPER_TABLE4
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 TABLE3 = sorted(p.stem for p in (CONF_DIR / "experiment" / "table3").glob("*.yaml"))

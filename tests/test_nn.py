@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import (
     BinaryActivation,
     BinaryConv2d,
+    BlockPosition,
     FPReLU,
     NonLinearitySchedule,
     ScaledBinaryConv2d,
@@ -97,11 +101,24 @@ def test_fprelu_starts_as_identity_and_learns_both_slopes(generator):
 
 
 def test_schedule_stage_end_and_period():
+    positions = [BlockPosition(i, i // 6, i % 6, 6) for i in range(12)]
     stage_end = NonLinearitySchedule("relu", "fprelu")
-    kinds = [stage_end.kind_for(i, is_stage_end=(i % 6 == 5)) for i in range(12)]
+    kinds = [stage_end.kind_for(p) for p in positions]
     assert kinds == ["fprelu"] * 5 + ["relu"] + ["fprelu"] * 5 + ["relu"]
-    period = NonLinearitySchedule("relu", "identity", placement="period", period=4)
-    assert [period.kind_for(i, False) for i in range(8)] == (["identity"] * 3 + ["relu"]) * 2
+    period = NonLinearitySchedule("relu", "identity", placement="period",
+                                  placement_args={"period": 4})
+    assert [period.kind_for(p) for p in positions[:8]] == (["identity"] * 3 + ["relu"]) * 2
+
+
+@pytest.mark.parametrize(("schedule", "message"), [
+    ({"stage_end": "tanh"}, "nonlinearity.stage_end='tanh' is not allowed; allowed: identity"),
+    ({"placement": "nowhere"}, "placement=nowhere is not registered; allowed: period, stage_end"),
+    ({"placement_args": {"period": 2}}, "placement.period is not a parameter of "
+                                        "placement=stage_end; allowed: none"),
+])
+def test_schedule_refuses_what_no_registry_holds(schedule, message):
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        NonLinearitySchedule(**schedule)
 
 
 def _block_pair(schedule_kind: str = "fprelu"):

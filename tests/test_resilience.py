@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ftbnn_exp.build import cluster_plugins, optimizer_spec, use_channels_last, wandb_run_id
-from ftbnn_exp.config import compose_config
+from ftbnn_exp.app.build import cluster_plugins, scaled_optimizer, use_channels_last, wandb_run_id
+from ftbnn_exp.app.config import compose_config, validate
+from ftbnn_exp.app.storage import check_free_space, resume_checkpoint
+from ftbnn_exp.artifacts import write_json_atomic
 from ftbnn_exp.data import ImageNetDataModule
 from ftbnn_exp.errors import CorruptImageError, UserError, one_line_message
-from ftbnn_exp.training.artifacts import write_json_atomic
-from ftbnn_exp.training.storage import check_free_space, resume_checkpoint
 
 SHORT = ["trainer.limit_train_batches=4", "trainer.deterministic=true"]
 
@@ -219,16 +219,17 @@ def test_trainer_presets():
 
 def test_linear_lr_scaling_is_opt_in():
     cfg = compose_config(["data.batch_size=64", "trainer.accumulate_grad_batches=2"])
-    assert optimizer_spec(cfg, world_size=8).lr == 0.01
+    assert scaled_optimizer(cfg, validate(cfg).optimizer, world_size=8).lr == 0.01
     cfg = compose_config(["data.batch_size=64", "trainer.accumulate_grad_batches=2",
                           "optimizer.scale_lr=true"])
-    assert optimizer_spec(cfg, world_size=8).lr == pytest.approx(0.01 * 64 * 8 * 2 / 256)
+    scaled = scaled_optimizer(cfg, validate(cfg).optimizer, world_size=8)
+    assert scaled.lr == pytest.approx(0.01 * 64 * 8 * 2 / 256)
 
 
 def test_slurm_launcher_and_lightning_requeue(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from ftbnn_exp.config import CONF_DIR
+    from ftbnn_exp.app.config import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp",

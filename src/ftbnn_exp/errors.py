@@ -5,6 +5,13 @@ class UserError(Exception):
     """A configuration, input or environment problem the user can fix; one line, no traceback."""
 
 
+class InvalidArgument(UserError, ValueError):
+    """A value a library was given that it cannot take (a config key's value, most often).
+
+    Also a ``ValueError``, so library callers catch it the usual way; only the CLI turns it
+    into a one-line message."""
+
+
 class DataNotFoundError(UserError, FileNotFoundError):
     """A data set's files are missing or laid out wrongly."""
 

@@ -1,4 +1,5 @@
-"""``python -m ftbnn_exp.complexity <training overrides> [format=table|json]``.
+"""``python -m ftbnn_exp.complexity <training overrides> [format=table|json]`` (an entry point of
+the application layer: it composes a training config).
 
 Counts the model a training command would build, at that command's data size, and prints a
 per-layer table with totals (beside Table 4's row where one matches), or one JSON object.
@@ -9,11 +10,17 @@ from __future__ import annotations
 import json
 import sys
 
-from ftbnn_exp.build import build_datamodule, measure, resolve_width
+from ftbnn_exp.app.build import (
+    build_datamodule,
+    convention_for,
+    measure,
+    model_spec,
+    resolve_width,
+)
+from ftbnn_exp.app.config import check_overrides, compose_config, validate
 from ftbnn_exp.complexity.counter import Complexity
-from ftbnn_exp.config import check_overrides, compose_config
 from ftbnn_exp.errors import UserError
-from ftbnn_exp.report.reference import PaperTable4Row
+from ftbnn_exp.paper import PaperTable4Row
 
 FORMATS = ("table", "json")
 
@@ -58,10 +65,13 @@ def main(argv: list[str]) -> int:
             raise UserError(f"format={fmt} is not allowed; allowed: {', '.join(FORMATS)}")
         check_overrides(overrides)
         cfg = compose_config(overrides)
-        choice = resolve_width(cfg)
-        width = choice.width if choice else cfg.width
-        complexity = measure(cfg, build_datamodule(cfg).spec, width)
-    except (UserError, ValueError) as error:
+        specs = validate(cfg)
+        data = build_datamodule(cfg).spec
+        choice = resolve_width(specs, cfg.budget)
+        spec = model_spec(cfg, specs, data, choice)
+        width = spec.kwargs.get("width")
+        complexity = measure(spec, data, convention_for(cfg, specs))
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     paper = choice.paper_row if choice else None

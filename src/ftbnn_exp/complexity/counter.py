@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from ftbnn_exp.nn import BinaryConv2d
 
-Convention = Literal["macs", "paper"]
 CONVENTIONS: tuple[str, ...] = ("macs", "paper")
 BINARY_PARAMS_PER_REAL = 32
 BOPS_PER_FLOP = 64

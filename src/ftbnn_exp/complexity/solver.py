@@ -12,7 +12,7 @@ from functools import lru_cache
 from ftbnn_exp.complexity.counter import count_complexity
 from ftbnn_exp.models.derived import derived_ftbnn, width_problem
 from ftbnn_exp.nn import NonLinearitySchedule
-from ftbnn_exp.report.reference import PaperTable4Row, paper_table4_row
+from ftbnn_exp.paper import PaperTable4Row, paper_table4_row
 
 MAX_WIDTH = 2048
 

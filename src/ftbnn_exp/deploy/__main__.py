@@ -14,10 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from ftbnn_exp.build import build_datamodule, model_from_checkpoint
-from ftbnn_exp.checkpoints import load_checkpoint
+from ftbnn_exp.artifacts import data_module, load_checkpoint, model_from_checkpoint, model_spec
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.export import (
     describe_sizes,
@@ -27,6 +24,7 @@ from ftbnn_exp.deploy.export import (
     verify_table,
 )
 from ftbnn_exp.errors import UserError
+from ftbnn_exp.models import family
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,10 +57,11 @@ def _bench(args: argparse.Namespace) -> int:
     from ftbnn_exp.deploy.layers import to_inference
 
     checkpoint = load_checkpoint(args.checkpoint)
-    model, cfg = model_from_checkpoint(checkpoint)
-    spec = build_datamodule(cfg).spec
+    metadata = checkpoint["ftbnn_exp"]
+    model = model_from_checkpoint(checkpoint)
+    spec = data_module(metadata).spec
     inference = to_inference(model)
-    runner, how = fast.fastest(inference)
+    runner, how = fast.fastest(inference, family(model_spec(metadata).family).fast_path)
     torch.set_num_threads(1)
     x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
 
@@ -77,7 +76,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 1e3 * statistics.median(times)
 
     pytorch, ours = ms(model), ms(runner)
-    print(f"{cfg.run_name} at {spec.image_size} px, batch 1, 1 thread, median of "
+    print(f"{metadata['run_name']} at {spec.image_size} px, batch 1, 1 thread, median of "
           f"{args.repeats}: PyTorch fp32 {pytorch:.3f} ms/image, export ({how}) {ours:.3f} "
           f"ms/image, {pytorch / ours:.2f}×")
     return 0
@@ -91,20 +90,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"written: {args.out}")
         return 0
     checkpoint = load_checkpoint(args.checkpoint)
-    model, cfg = model_from_checkpoint(checkpoint)
-    if args.data:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(args.data))
+    metadata = checkpoint["ftbnn_exp"]
+    model = model_from_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "model.ftbnn"
         sizes = export(args.checkpoint, out)
         inference = load_export(out)
-    datamodule = build_datamodule(cfg)
+    datamodule = data_module(metadata, args.data)
     datamodule.setup("test")
     checks, summary = verify(model, inference, datamodule.test_dataloader(), args.batches)
     table, passed = verify_table(checks, summary)
     print(table)
     images = next(iter(datamodule.test_dataloader()))[0]
-    paths = fast.check_paths(inference, images)
+    paths = fast.check_paths(inference, images, family(model_spec(metadata).family).fast_path)
     if paths:
         print(f"C++ kernels vs the reference engine, logits on {len(images)} test images: "
               + ", ".join(f"{path} {'exact' if same else 'DIFFERENT'}"

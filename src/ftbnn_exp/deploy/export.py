@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ftbnn_exp.build import model_from_checkpoint, model_from_metadata
-from ftbnn_exp.checkpoints import load_checkpoint
+from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint, model_from_metadata
 from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights
 from ftbnn_exp.deploy.layers import packed_layers, to_inference
 from ftbnn_exp.errors import UserError
@@ -26,7 +25,7 @@ LOGIT_TOLERANCE = 1e-4
 def export(checkpoint_path: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the inference model of ``checkpoint_path`` to ``out``; return the sizes."""
     checkpoint = load_checkpoint(checkpoint_path)
-    model, _ = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint)
     inference = to_inference(model)
     torch.save({"format": FORMAT, "ftbnn_exp": checkpoint["ftbnn_exp"],
                 "state_dict": inference.state_dict()}, out)
@@ -42,7 +41,7 @@ def load_export(path: str | Path) -> nn.Module:
     if not isinstance(exported, dict) or exported.get("format") != FORMAT:
         raise UserError(f"'{file}' is not an ftbnn_exp export ({FORMAT}); make one with "
                         f"`python -m ftbnn_exp.deploy export <checkpoint> <out>`")
-    inference = to_inference(model_from_metadata(exported["ftbnn_exp"])[0])
+    inference = to_inference(model_from_metadata(exported["ftbnn_exp"]))
     inference.load_state_dict(exported["state_dict"])
     return inference.eval()
 

@@ -176,15 +176,29 @@ class FusedBinaryConv:
                            self.negative, self.positive, self.next_groups)
 
 
+class KernelBinaryConv2d(nn.Module):
+    """A packed binary conv of an export, run on the C++ kernels (same integers, as float, in
+    the layout of its input)."""
+
+    def __init__(self, conv: PackedBinaryConv2d, path: int | None = None) -> None:
+        super().__init__()
+        self.kernel = FastBinaryConv(conv, path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.kernel(x)[0].to(x.dtype, memory_format=torch.contiguous_format)
+
+
 def accelerate(inference: nn.Module, path: int | None = None) -> nn.Module:
-    """Run every packed binary conv of an exported model on the C++ kernels (raw integers;
-    the rest of the model as it is). A no-op where the kernels cannot be built."""
+    """A copy of an export whose packed binary convs run on the C++ kernels (raw integers; the
+    rest of the model as it is); the export itself where the kernels cannot be built."""
     if kernels() is None:
         return inference
-    for module in inference.modules():
-        if isinstance(module, PackedBinaryConv2d):
-            module.engine = FastBinaryConv(module, path)
-    return inference
+    accelerated = copy.deepcopy(inference)
+    for parent in list(accelerated.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, PackedBinaryConv2d):
+                setattr(parent, name, KernelBinaryConv2d(child, path))
+    return accelerated
 
 
 class FastFTBNN:
@@ -226,26 +240,25 @@ class FastFTBNN:
         return model.fc(torch.flatten(model.pool(x.contiguous()), 1))
 
 
-def fastest(inference: nn.Module, path: int | None = None
+def fastest(inference: nn.Module, fast_path: str, path: int | None = None
             ) -> tuple[Callable[[Tensor], Tensor], str]:
-    """The fastest exact way to run an export, and its name: the FTBNN baseline's blocks fused
-    (:class:`FastFTBNN`), any other model's binary convs on the kernels (a copy, see
-    :func:`accelerate`), or the export itself (reference engine) without the kernels."""
+    """The fastest exact way to run an export, and its name, for its family's ``fast_path``
+    trait: ``network``, the blocks fused (:class:`FastFTBNN`); ``layers``, the binary convs on
+    the kernels (:func:`accelerate`); the export itself (reference engine) without kernels."""
     if kernels() is None:
         return inference, "reference engine"
-    try:
+    if fast_path == "network":
         return FastFTBNN(inference, path), "fused blocks"
-    except ValueError:
-        return accelerate(copy.deepcopy(inference), path), "C++ binary convs"
+    return accelerate(inference, path), "C++ binary convs"
 
 
-def check_paths(inference: nn.Module, images: Tensor) -> dict[str, bool]:
+def check_paths(inference: nn.Module, images: Tensor, fast_path: str) -> dict[str, bool]:
     """Whether each instruction-set path of this CPU gives the reference engine's logits on
     ``images`` bit for bit (empty without the kernels)."""
     results = {}
     with torch.no_grad():
         reference = inference(images)
         for path in supported_paths():
-            runner, _ = fastest(inference, PATHS.index(path))
+            runner, _ = fastest(inference, fast_path, PATHS.index(path))
             results[path] = torch.equal(runner(images), reference)
     return results

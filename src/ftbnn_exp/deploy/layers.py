@@ -53,8 +53,6 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("signs", torch.zeros(-(-count // 8), dtype=torch.uint8))
         self.register_buffer("nonzero", torch.zeros(0, dtype=torch.uint8))
         self._words: tuple[Tensor, Tensor] | None = None
-        # Set by ftbnn_exp.deploy.fast.accelerate: the C++ kernels for this layer.
-        self.engine = None
 
     @property
     def weight_count(self) -> int:
@@ -96,9 +94,6 @@ class PackedBinaryConv2d(nn.Module):
         return self._words
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.engine is not None:
-            # the kernels answer in channels_last; the model's other layers keep their layout
-            return self.engine(x)[0].to(x.dtype, memory_format=torch.contiguous_format)
         signs, nonzero = self.words()
         out = binary_conv2d(x.cpu(), signs, nonzero, self.kernel_size, self.stride,
                             self.padding, self.groups)

@@ -1,73 +1,39 @@
-"""Model families, one file each, and their entries in timm's model registry.
+"""Model families, one file each, registered beside their builders (:mod:`.registry`).
 
-``timm.create_model("ftbnn_resnet18", num_classes=10, image_size=32)`` builds our models once this
-package is imported; no pretrained weights are published, so ``pretrained=True`` is refused.
+``models.create(spec)`` rebuilds any model from a :class:`ModelSpec` (what checkpoints and
+exports store); ``timm.create_model("ftbnn_resnet", num_classes=10, image_size=32)`` builds
+ours once this package is imported. No pretrained weights are published, so
+``pretrained=True`` is refused.
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-from timm.models import register_model
-from torch import nn
 
 from ftbnn_exp.models.derived import DerivedFTBNN, derived_ftbnn
 from ftbnn_exp.models.ftbnn import FTBNN, bireal_resnet, ftbnn_resnet
+from ftbnn_exp.models.registry import (
+    FAMILIES,
+    Family,
+    ModelSpec,
+    create,
+    family,
+    register_family,
+    register_variant,
+)
 from ftbnn_exp.models.resnet_fp import resnet_fp
-from ftbnn_exp.nn import NonLinearitySchedule
-
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def _timm_entry(builder: Callable[..., nn.Module], pretrained: bool, **kwargs: Any) -> nn.Module:
-    if pretrained:
-        raise ValueError("ftbnn_exp models have no pretrained weights; use pretrained=False")
-    for key in _TIMM_ONLY_KWARGS:
-        kwargs.pop(key, None)
-    kwargs.setdefault("schedule", NonLinearitySchedule())
-    return builder(**kwargs)
-
-
-@register_model
-def ftbnn_resnet18(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    return _timm_entry(ftbnn_resnet, pretrained, depth=18, **kwargs)
-
-
-@register_model
-def ftbnn_resnet34(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    return _timm_entry(ftbnn_resnet, pretrained, depth=34, **kwargs)
-
-
-@register_model
-def bireal_resnet18(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    kwargs.setdefault("schedule", None)
-    return _timm_entry(bireal_resnet, pretrained, depth=18, **kwargs)
-
-
-@register_model
-def ftbnn_derived18(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    kwargs.setdefault("width", 128)
-    return _timm_entry(derived_ftbnn, pretrained, depth=18, **kwargs)
-
-
-@register_model
-def ftbnn_derived34(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    kwargs.setdefault("width", 88)
-    return _timm_entry(derived_ftbnn, pretrained, depth=34, **kwargs)
-
-
-@register_model
-def ftbnn_derived44(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    kwargs.setdefault("width", 76)
-    return _timm_entry(derived_ftbnn, pretrained, depth=44, **kwargs)
-
+from ftbnn_exp.models.toy import Fig2Net, fig2_net
 
 __all__ = [
+    "FAMILIES",
     "FTBNN",
     "DerivedFTBNN",
+    "Family",
+    "Fig2Net",
+    "ModelSpec",
     "bireal_resnet",
+    "create",
     "derived_ftbnn",
+    "family",
+    "fig2_net",
     "ftbnn_resnet",
+    "register_family",
+    "register_variant",
     "resnet_fp",
 ]

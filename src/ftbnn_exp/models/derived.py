@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ftbnn_exp.models.layout import blocks_per_stage, is_small_input
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.models.layout import blocks_per_stage, build_stages, is_small_input
+from ftbnn_exp.models.registry import register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
     BinaryActivation,
@@ -55,7 +57,7 @@ def check_width(width: int, groups: int) -> None:
     problem = width_problem(width, groups)
     if problem:
         near = ", ".join(str(w) for w in admissible_widths_near(max(width, 1), groups))
-        raise ValueError(f"{problem}; widths that work near it: {near}")
+        raise InvalidArgument(f"{problem}; widths that work near it: {near}")
 
 
 class InitialBlock(nn.Sequential):
@@ -145,35 +147,33 @@ class DerivedFTBNN(nn.Module):
     ) -> None:
         super().__init__()
         if groups < 1:
-            raise ValueError(f"groups={groups} must be >= 1")
+            raise InvalidArgument(f"groups={groups} must be >= 1")
         check_width(width, groups)
         self.num_classes, self.width, self.groups = num_classes, width, groups
         self.stem = InitialBlock(in_channels, is_small_input(image_size))
         self.bridge = BridgeBlock(width, bound)
-        stages: list[nn.Module] = []
-        channels, block_index = width, 0
-        for stage, n_blocks in enumerate(stage_blocks):
-            blocks: list[nn.Module] = []
-            for i in range(n_blocks):
-                out_channels = 2 * channels if stage > 0 and i == 0 else channels
-                nonlinear = schedule.module_for(block_index, i == n_blocks - 1, out_channels)
-                if out_channels != channels:
-                    blocks.append(ReductionBlock(channels, groups, nonlinear, bound))
-                else:
-                    blocks.append(NormalBlock(channels, groups, nonlinear, bound))
-                channels, block_index = out_channels, block_index + 1
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+
+        def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> nn.Module:
+            if reduces:
+                return ReductionBlock(c_in, groups, nonlinear, bound)
+            return NormalBlock(c_in, groups, nonlinear, bound)
+
+        widths = [width * 2 ** stage for stage in range(len(stage_blocks))]
+        self.stages = build_stages(stage_blocks, widths, width, schedule, block)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.bridge(self.stem(x)))
 
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+        return self.forward_head(self.forward_features(x))
 
 
+@register_family("derived_ftbnn", takes_schedule=True, convention="paper", solved_width=True)
 def derived_ftbnn(
     schedule: NonLinearitySchedule,
     width: int,
@@ -187,3 +187,7 @@ def derived_ftbnn(
     """A derived model of Table 4 (depth 18, 34 or 44; any admissible width and G)."""
     return DerivedFTBNN(blocks_per_stage(depth), width, groups, schedule, in_channels,
                         num_classes, image_size, bound)
+
+
+for _depth, _width in ((18, 128), (34, 88), (44, 76)):
+    register_variant(f"ftbnn_derived{_depth}", "derived_ftbnn", depth=_depth, width=_width)

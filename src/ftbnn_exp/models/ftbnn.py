@@ -7,14 +7,17 @@ Bi-Real's explicit per-channel scale) and in the explicit non-linear modules aft
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ftbnn_exp.models.layout import blocks_per_stage, is_small_input
+from ftbnn_exp.models.layout import blocks_per_stage, build_stages, is_small_input
+from ftbnn_exp.models.registry import register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
+    IDENTITY,
     BinaryActivation,
     BinaryConv2d,
     NonLinearitySchedule,
@@ -69,16 +72,12 @@ def baseline_stem(in_channels: int, out_channels: int, small_input: bool,
     Bi-Real Net's reference code has no ReLU in the stem, so neither do we by default
     (``stem_relu=True`` adds torchvision ResNet's).
     """
-    if small_input:
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
-    else:
-        layers = [
-            nn.Conv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
+    kernel, stride = (3, 1) if small_input else (7, 2)
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2,
+                  bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
     if relu:
         layers.append(nn.ReLU())
     if not small_input:
@@ -104,27 +103,25 @@ class FTBNN(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.stem = baseline_stem(in_channels, widths[0], is_small_input(image_size), stem_relu)
-        stages: list[nn.Module] = []
-        channels, block_index = widths[0], 0
-        for stage, (n_blocks, width) in enumerate(zip(stage_blocks, widths, strict=True)):
-            blocks: list[nn.Module] = []
-            for i in range(n_blocks):
-                stride = 2 if stage > 0 and i == 0 else 1
-                nonlinear = schedule.module_for(block_index, i == n_blocks - 1, width)
-                blocks.append(BasicBlock(channels, width, stride, nonlinear, scaled, bound))
-                channels, block_index = width, block_index + 1
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+
+        def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> BasicBlock:
+            return BasicBlock(c_in, c_out, 2 if reduces else 1, nonlinear, scaled, bound)
+
+        self.stages = build_stages(stage_blocks, widths, widths[0], schedule, block)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
 
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+        return self.forward_head(self.forward_features(x))
 
 
+@register_family("ftbnn_resnet", takes_schedule=True, fast_path="network")
 def ftbnn_resnet(
     schedule: NonLinearitySchedule,
     depth: int = 18,
@@ -135,21 +132,32 @@ def ftbnn_resnet(
     bound: float = DEFAULT_BOUND,
 ) -> FTBNN:
     """The FTBNN baseline (Fig. 1b): scale-free binary convs and explicit non-linear modules."""
-    return FTBNN(blocks_per_stage(depth), schedule, BASELINE_WIDTHS, in_channels, num_classes,
-                 image_size, scaled=False, stem_relu=stem_relu, bound=bound)
+    return FTBNN(blocks_per_stage(depth, (18, 34)), schedule, BASELINE_WIDTHS, in_channels,
+                 num_classes, image_size, scaled=False, stem_relu=stem_relu, bound=bound)
 
 
+def _bireal_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
+    return schedule_name if kwargs.get("explicit_nonlinearity") else "none"
+
+
+@register_family("bireal_resnet", takes_schedule=True, nonlinearity_label=_bireal_label)
 def bireal_resnet(
-    schedule: NonLinearitySchedule | None = None,
+    schedule: NonLinearitySchedule = IDENTITY,
     depth: int = 18,
     in_channels: int = 3,
     num_classes: int = 1000,
     image_size: int = 224,
     stem_relu: bool = False,
     bound: float = DEFAULT_BOUND,
+    explicit_nonlinearity: bool = False,
 ) -> FTBNN:
-    """Bi-Real Net (Fig. 1a): explicit per-channel scaling, no explicit non-linear module by
-    default (a ``schedule`` may add some, for ablations)."""
-    schedule = schedule or NonLinearitySchedule(stage_end="identity", other="identity")
-    return FTBNN(blocks_per_stage(depth), schedule, BASELINE_WIDTHS, in_channels, num_classes,
-                 image_size, scaled=True, stem_relu=stem_relu, bound=bound)
+    """Bi-Real Net (Fig. 1a): explicit per-channel scaling and no explicit non-linear module;
+    ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations)."""
+    return FTBNN(blocks_per_stage(depth, (18, 34)),
+                 schedule if explicit_nonlinearity else IDENTITY, BASELINE_WIDTHS, in_channels,
+                 num_classes, image_size, scaled=True, stem_relu=stem_relu, bound=bound)
+
+
+for _depth in (18, 34):
+    register_variant(f"ftbnn_resnet{_depth}", "ftbnn_resnet", depth=_depth)
+    register_variant(f"bireal_resnet{_depth}", "bireal_resnet", depth=_depth)

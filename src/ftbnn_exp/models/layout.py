@@ -1,6 +1,14 @@
-"""Network layouts shared by the model families: blocks per stage and input-size rules."""
+"""Network layouts shared by the model families: blocks per stage, input-size rules, and the
+one stage builder every family uses."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.nn import BlockPosition, NonLinearitySchedule
 
 BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
     18: (4, 4, 4, 4),
@@ -17,12 +25,34 @@ digits, MNIST and CIFAR, as is usual for ResNets on small images); larger ones g
 ImageNet stem."""
 
 
-def blocks_per_stage(depth: int) -> tuple[int, int, int, int]:
-    if depth not in BLOCKS_PER_STAGE:
-        allowed = ", ".join(str(d) for d in BLOCKS_PER_STAGE)
-        raise ValueError(f"depth={depth} is not available; allowed: {allowed}")
+def blocks_per_stage(depth: int, allowed: Sequence[int] = tuple(BLOCKS_PER_STAGE)
+                     ) -> tuple[int, int, int, int]:
+    if depth not in allowed:
+        raise InvalidArgument(f"depth={depth} is not available for this model; allowed: "
+                              f"{', '.join(str(d) for d in allowed)}")
     return BLOCKS_PER_STAGE[depth]
 
 
 def is_small_input(image_size: int) -> bool:
     return image_size <= SMALL_INPUT_MAX
+
+
+BlockFactory = Callable[[int, int, bool, nn.Module], nn.Module]
+"""``(in_channels, out_channels, reduces, nonlinear) -> block``; ``reduces`` for the first
+block of every stage after the first (stride 2)."""
+
+
+def build_stages(stage_blocks: Sequence[int], widths: Sequence[int], in_channels: int,
+                 schedule: NonLinearitySchedule, block: BlockFactory) -> nn.Sequential:
+    """The four stages: each block gets its non-linear module from ``schedule`` at its
+    position, sized to the block's output channels."""
+    stages: list[nn.Module] = []
+    channels, index = in_channels, 0
+    for stage, (length, width) in enumerate(zip(stage_blocks, widths, strict=True)):
+        blocks = []
+        for i in range(length):
+            nonlinear = schedule.module_for(BlockPosition(index, stage, i, length), width)
+            blocks.append(block(channels, width, stage > 0 and i == 0, nonlinear))
+            channels, index = width, index + 1
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages)

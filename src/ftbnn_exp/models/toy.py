@@ -10,20 +10,19 @@ plotted features are exactly what the classifier sees (no projection can distort
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor, nn
 
-from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.models.registry import register_family
+from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d, make_nonlinear_module
 
 KINDS = ("linear", "binary", "prelu", "relu")
 """Fig. 2's four models."""
-
-
-def _nonlinear(kind: str, channels: int) -> nn.Module:
-    if kind == "prelu":
-        return nn.PReLU(channels)
-    if kind == "relu":
-        return nn.ReLU()
-    return nn.Identity()
+_MODULE = {"linear": "identity", "binary": "identity", "prelu": "prelu", "relu": "relu"}
+"""The non-linear module after each block of each kind."""
 
 
 class Fig2Block(nn.Module):
@@ -37,7 +36,7 @@ class Fig2Block(nn.Module):
         self.conv = (BinaryConv2d(channels, channels, 3, padding=1, bound=bound) if binary
                      else nn.Conv2d(channels, channels, 3, padding=1, bias=False))
         self.bn = nn.BatchNorm2d(channels)
-        self.nonlinear = _nonlinear(kind, channels)
+        self.nonlinear = make_nonlinear_module(_MODULE[kind], channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.nonlinear(self.bn(self.conv(self.binarize(x))) + x)
@@ -53,7 +52,8 @@ class Fig2Net(nn.Module):
                  pooled_size: int = 4, bound: float = DEFAULT_BOUND) -> None:
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f"model.kind={kind!r} is not allowed; allowed: {', '.join(KINDS)}")
+            raise InvalidArgument(f"model.kind={kind!r} is not allowed; allowed: "
+                                  f"{', '.join(KINDS)}")
         self.kind = kind
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
@@ -65,9 +65,31 @@ class Fig2Net(nn.Module):
         self.bottleneck = nn.Linear(features, bottleneck) if bottleneck else nn.Identity()
         self.fc = nn.Linear(bottleneck or features, num_classes)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.blocks(self.stem(x))
+
+    def embed(self, features: Tensor) -> Tensor:
+        return self.bottleneck(self.pool(features).flatten(1))
+
     def features(self, x: Tensor) -> Tensor:
         """What the FC layer sees (Fig. 2's plotted features)."""
-        return self.bottleneck(self.pool(self.blocks(self.stem(x))).flatten(1))
+        return self.embed(self.forward_features(x))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.embed(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        return self.forward_head(self.forward_features(x))
+
+
+def _kind_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
+    return str(kwargs.get("kind", "binary"))
+
+
+@register_family("fig2_net", nonlinearity_label=_kind_label)
+def fig2_net(kind: str = "binary", width: int = 16, bottleneck: int | None = 2,
+             in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
+             pooled_size: int = 4, bound: float = DEFAULT_BOUND) -> Fig2Net:
+    """Section 1's 2-layer model of ``kind`` (any input size: the pooling is adaptive)."""
+    return Fig2Net(kind, width, bottleneck, in_channels, num_classes, stem_stride, pooled_size,
+                   bound)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn.binarize import ACTIVATION_MODES, DEFAULT_BOUND, BinaryActivation, sign_ste
 
 
@@ -70,7 +71,7 @@ def set_binarization(model: nn.Module, activations: str, weights: str) -> None:
     """Switch every binarizer to ``activations`` (sign | tanh) and every binary conv's weights to
     ``weights`` (sign | real): the per-stage setting of multi-step training (Appendix C)."""
     if activations not in ACTIVATION_MODES or weights not in WEIGHT_MODES:
-        raise ValueError(f"binarization ({activations}, {weights}) is unknown; allowed: "
+        raise InvalidArgument(f"binarization ({activations}, {weights}) is unknown; allowed: "
                          f"activations {', '.join(ACTIVATION_MODES)}, weights "
                          f"{', '.join(WEIGHT_MODES)}")
     for module in model.modules():
@@ -78,10 +79,6 @@ def set_binarization(model: nn.Module, activations: str, weights: str) -> None:
             module.mode = activations
         elif isinstance(module, BinaryConv2d):
             module.weight_mode = weights
-
-
-def is_binary_conv(module: nn.Module) -> bool:
-    return isinstance(module, BinaryConv2d)
 
 
 def binary_weight_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -94,6 +91,5 @@ __all__ = [
     "BinaryConv2d",
     "ScaledBinaryConv2d",
     "binary_weight_parameters",
-    "is_binary_conv",
     "set_binarization",
 ]

@@ -1,35 +1,38 @@
-"""Where the explicit non-linear modules go: the rows of Table 3 as one schedule.
+"""The explicit non-linear modules and the schedule that places them: Table 3's rows.
 
-A schedule names the module after the *last block of each stage* and after every *other* block.
-"Last block of each stage" is the default rule: for ResNet-18 it is exactly "a ReLU after every
-four blocks" (§3, Table 2), and it is the rule that fits the deeper derived models' BOPs (our
-reading of Table 4). ``placement="period"`` gives the literal "every ``period``-th block" of §3.
+A schedule names two modules, the one at the blocks its placement picks (``stage_end``: after
+the last block of each stage under the default placement) and the one after every ``other``
+block; see :mod:`ftbnn_exp.nn.placement` for the placements.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from torch import nn
 
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn.activation import FPReLU
+from ftbnn_exp.nn.placement import BlockPosition, check_placement_args, placement
 
-ModuleKind = Literal["identity", "relu", "prelu", "fprelu"]
-MODULE_KINDS: tuple[str, ...] = ("identity", "relu", "prelu", "fprelu")
+NONLINEAR_MODULES: dict[str, Callable[[int], nn.Module]] = {
+    "identity": lambda channels: nn.Identity(),
+    "relu": lambda channels: nn.ReLU(),
+    # per channel, PyTorch's init (0.25)
+    "prelu": nn.PReLU,
+    # both slopes start at 1 (§2.1)
+    "fprelu": FPReLU,
+}
+"""Module name → factory of ``channels``: the one place the non-linear modules are made."""
 
 
 def make_nonlinear_module(kind: str, channels: int) -> nn.Module:
-    """One explicit non-linear module. PReLU is per channel with PyTorch's init (0.25)."""
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "relu":
-        return nn.ReLU(inplace=False)
-    if kind == "prelu":
-        return nn.PReLU(channels)
-    if kind == "fprelu":
-        return FPReLU(channels)
-    raise ValueError(f"non-linear module '{kind}' is unknown; allowed: {', '.join(MODULE_KINDS)}")
+    if kind not in NONLINEAR_MODULES:
+        raise InvalidArgument(f"non-linear module '{kind}' is unknown; allowed: "
+                              f"{', '.join(NONLINEAR_MODULES)}")
+    return NONLINEAR_MODULES[kind](channels)
 
 
 @dataclass(frozen=True)
@@ -38,31 +41,34 @@ class NonLinearitySchedule:
 
     stage_end: str = "relu"
     other: str = "fprelu"
-    placement: Literal["stage_end", "period"] = "stage_end"
-    period: int = 4
+    placement: str = "stage_end"
+    placement_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for key in ("stage_end", "other"):
-            if getattr(self, key) not in MODULE_KINDS:
-                raise ValueError(
-                    f"nonlinearity.{key}={getattr(self, key)!r} is not allowed; "
-                    f"allowed: {', '.join(MODULE_KINDS)}"
-                )
-        if self.placement not in ("stage_end", "period"):
-            raise ValueError(
-                f"nonlinearity.placement={self.placement!r} is not allowed; "
-                "allowed: stage_end, period"
-            )
-        if self.period < 1:
-            raise ValueError(f"nonlinearity.period must be >= 1, got {self.period}")
+            if getattr(self, key) not in NONLINEAR_MODULES:
+                raise InvalidArgument(f"nonlinearity.{key}={getattr(self, key)!r} is not "
+                                      f"allowed; allowed: {', '.join(NONLINEAR_MODULES)}")
+        check_placement_args(self.placement, self.placement_args)
 
-    def kind_for(self, block_index: int, is_stage_end: bool) -> str:
-        """Module kind after block ``block_index`` (0-based over the whole network)."""
-        if self.placement == "period":
-            emphasized = (block_index + 1) % self.period == 0
-        else:
-            emphasized = is_stage_end
-        return self.stage_end if emphasized else self.other
+    def kind_for(self, position: BlockPosition) -> str:
+        emphasised = placement(self.placement)(position, **self.placement_args)
+        return self.stage_end if emphasised else self.other
 
-    def module_for(self, block_index: int, is_stage_end: bool, channels: int) -> nn.Module:
-        return make_nonlinear_module(self.kind_for(block_index, is_stage_end), channels)
+    def module_for(self, position: BlockPosition, channels: int) -> nn.Module:
+        return make_nonlinear_module(self.kind_for(position), channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "placement_args": dict(self.placement_args)}
+
+    @classmethod
+    def from_value(cls, value: NonLinearitySchedule | Mapping[str, Any] | None
+                   ) -> NonLinearitySchedule:
+        """A schedule from itself, its ``to_dict`` form (model specs), or None (the default)."""
+        if isinstance(value, NonLinearitySchedule):
+            return value
+        return cls(**(value or {}))
+
+
+IDENTITY = NonLinearitySchedule("identity", "identity")
+"""No explicit non-linear module anywhere (Bi-Real Net, Table 3's "none" row)."""

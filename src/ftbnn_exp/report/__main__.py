@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ftbnn_exp.checkpoints import load_checkpoint
+from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.curves import plot_curves
 from ftbnn_exp.report.fig2 import fig2_report
 from ftbnn_exp.report.fprelu import fprelu_table
 from ftbnn_exp.report.runs import load_runs
-from ftbnn_exp.report.tables import BUILDERS
+from ftbnn_exp.report.tables import BUILDERS, PAPER_TOP1
 
 USAGE = ("usage: python -m ftbnn_exp.report <multirun dir> | "
          "python -m ftbnn_exp.report fprelu <checkpoint> | "
@@ -36,7 +36,8 @@ def write_reports(root: Path) -> str:
     for name in tables:
         table = BUILDERS[name](runs)
         table.write_csv(root / f"report-{name}.csv")
-        plot_curves([r for r in runs if r.table == name], table.title, root / f"curves-{name}.png")
+        plot_curves([r for r in runs if r.table == name], table.title, root / f"curves-{name}.png",
+                    PAPER_TOP1[name])
         sections.append(table.markdown() + f"\n\nCurves: `curves-{name}.png`. Paper values are "
                         "the paper's ImageNet results (reference only).")
     report = "\n\n".join(sections) + "\n"
@@ -47,7 +48,7 @@ def write_reports(root: Path) -> str:
 def main(argv: list[str]) -> int:
     try:
         if len(argv) == 2 and argv[0] == "fprelu":
-            print(fprelu_table(load_checkpoint(argv[1])))
+            print(fprelu_table(model_from_checkpoint(load_checkpoint(argv[1]))))
         elif len(argv) == 2 and argv[0] == "fig2":
             print(fig2_report(Path(argv[1])))
             print(f"written: {Path(argv[1]) / 'fig2.md'}, {Path(argv[1]) / 'fig2.png'}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ftbnn_exp.complexity import count_complexity, solve_width
 from ftbnn_exp.models import derived_ftbnn
 from ftbnn_exp.nn import NonLinearitySchedule
-from ftbnn_exp.report.reference import PAPER_TABLE4, PaperTable4Row
+from ftbnn_exp.paper import PAPER_TABLE4, PaperTable4Row
 
 
 @dataclass(frozen=True)

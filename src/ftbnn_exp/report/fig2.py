@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from ftbnn_exp.build import build_datamodule, model_from_checkpoint
-from ftbnn_exp.checkpoints import load_checkpoint
+from ftbnn_exp.artifacts import data_module, load_checkpoint, model_from_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models.toy import KINDS
 from ftbnn_exp.report.discrepancy import feature_discrepancy
@@ -47,9 +46,10 @@ class KindResult:
 
 
 def _restore(run: Run):
-    model, cfg = model_from_checkpoint(load_checkpoint(run.path / "checkpoints" / "last.ckpt"))
-    datamodule = build_datamodule(cfg)
+    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt")
+    datamodule = data_module(checkpoint["ftbnn_exp"])
     datamodule.setup("test")
+    model = model_from_checkpoint(checkpoint)
     return model, datamodule.test_dataloader()
 
 

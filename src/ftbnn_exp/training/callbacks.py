@@ -13,7 +13,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ftbnn_exp.training.artifacts import write_json_atomic
+from ftbnn_exp.artifacts import write_json_atomic
 from ftbnn_exp.training.module import ClassificationModule
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftbnn_exp.training.module import ClassificationModule
+from ftbnn_exp.validation import NUMBER, check_value
 
 STAGE_MODES = {0: ("tanh", "real"), 1: ("sign", "real"), 2: ("sign", "sign")}
 """Activation and weight binarization per stage (Appendix C)."""
@@ -29,6 +30,11 @@ class DistillationSpec:
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     attention_weight: float = 1000.0
+
+    def __post_init__(self) -> None:
+        check_value("kd.temperature", self.temperature, NUMBER, positive=True)
+        for key in ("kd_weight", "ce_weight", "attention_weight"):
+            check_value(f"kd.{key}", getattr(self, key), NUMBER)
 
 
 def stage_modules(model: nn.Module) -> list[nn.Module]:

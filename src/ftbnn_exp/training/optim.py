@@ -9,6 +9,10 @@ import torch
 from torch import nn
 
 from ftbnn_exp.nn import binary_weight_parameters
+from ftbnn_exp.validation import NUMBER, check_value
+
+OPTIMIZERS = ("adam",)
+SCHEDULERS = ("multistep", "cosine", "none")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,12 @@ class OptimizerSpec:
     binary_weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
 
+    def __post_init__(self) -> None:
+        check_value("optimizer.name", self.name, allowed=OPTIMIZERS)
+        check_value("optimizer.lr", self.lr, NUMBER, positive=True)
+        check_value("optimizer.weight_decay", self.weight_decay, NUMBER)
+        check_value("optimizer.binary_weight_decay", self.binary_weight_decay, NUMBER)
+
 
 @dataclass(frozen=True)
 class SchedulerSpec:
@@ -34,9 +44,11 @@ class SchedulerSpec:
     milestones: tuple[float, ...] = field(default=(0.75, 55 / 60))
     gamma: float = 0.1
 
-
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULERS = ("multistep", "cosine", "none")
+    def __post_init__(self) -> None:
+        check_value("scheduler.name", self.name, allowed=SCHEDULERS)
+        check_value("scheduler.gamma", self.gamma, NUMBER)
+        for milestone in self.milestones:
+            check_value("scheduler.milestones", milestone, NUMBER, positive=True)
 
 
 def parameter_groups(model: nn.Module, spec: OptimizerSpec) -> list[dict]:
@@ -51,12 +63,7 @@ def parameter_groups(model: nn.Module, spec: OptimizerSpec) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, spec)
-    if spec.name == "adam":
-        return torch.optim.Adam(groups, lr=spec.lr, betas=spec.betas)
-    if spec.name == "sgd":
-        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.betas[0], nesterov=True)
-    raise ValueError(f"optimizer.name={spec.name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+    return torch.optim.Adam(parameter_groups(model, spec), lr=spec.lr, betas=spec.betas)
 
 
 def milestone_epochs(spec: SchedulerSpec, max_epochs: int) -> list[int]:
@@ -72,6 +79,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: SchedulerSpec,
     if spec.name == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max_epochs)))
-    if spec.name == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"scheduler.name={spec.name!r} is unknown; allowed: {', '.join(SCHEDULERS)}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

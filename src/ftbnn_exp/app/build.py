@@ -1,12 +1,15 @@
-"""Config → objects: data module, model, complexity, loggers, trainer."""
+"""Config → specs (by name) → objects: data module, model, complexity, loggers, trainer."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import signal
 import socket
 import sys
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from netrc import netrc
 from pathlib import Path
 from typing import Any
@@ -25,18 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from ftbnn_exp.checkpoints import model_weights
+from ftbnn_exp.app.config import RunSpecs
+from ftbnn_exp.artifacts import model_from_checkpoint
 from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.errors import UserError
-from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
-from ftbnn_exp.models.toy import Fig2Net
-from ftbnn_exp.nn import BinaryConv2d, NonLinearitySchedule
+from ftbnn_exp.models import ModelSpec, create, family, resnet_fp
+from ftbnn_exp.nn import BinaryConv2d
 from ftbnn_exp.training.callbacks import EpochLine, RngState
-from ftbnn_exp.training.distillation import DistillationSpec
-from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
+from ftbnn_exp.training.optim import OptimizerSpec
 
-FAMILIES = ("ftbnn", "bireal", "derived", "resnet_fp", "fig2")
 IMAGENET = DataSpec(image_size=224, in_channels=3, num_classes=1000)
 
 
@@ -44,57 +45,53 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
     return instantiate(cfg.data, _convert_="all")
 
 
-def build_schedule(cfg: DictConfig) -> NonLinearitySchedule:
-    n = cfg.nonlinearity
-    return NonLinearitySchedule(n.stage_end, n.other, n.placement, n.period)
-
-
-def resolve_width(cfg: DictConfig) -> WidthChoice | None:
-    """Derived models only: ``width`` if given, else the solver's width for ``budget``."""
-    if cfg.model.family != "derived" or cfg.width is not None:
+def resolve_width(specs: RunSpecs, budget: float | None) -> WidthChoice | None:
+    """Families with a solved width (the derived models), ``width`` unset: the solver's width
+    for ``budget``."""
+    if not specs.family.solved_width or specs.model_kwargs.get("width") is not None:
         return None
-    if cfg.budget is None:
-        raise UserError("model=derived needs width=N or budget=M (e.g. budget=90 or budget=135)")
-    return solve_width(cfg.depth, cfg.groups, float(cfg.budget), "paper")
+    if budget is None:
+        raise UserError(f"model family {specs.family.name} needs width=N or budget=M (e.g. "
+                        f"budget=90 or budget=135)")
+    kwargs = specs.model_kwargs
+    return solve_width(kwargs["depth"], kwargs["groups"], float(budget), "paper")
 
 
-def build_model(cfg: DictConfig, spec: DataSpec, width: int | None = None) -> nn.Module:
-    """The model of ``cfg.model.family``, adapted to the data's size, channels and classes."""
-    model = _model_of_family(cfg, spec, width)
+def with_data_shape(name: str, kwargs: Mapping[str, Any], data: DataSpec) -> dict[str, Any]:
+    """``kwargs`` with the data's size, channels and classes, where family ``name``'s builder
+    takes them (Fig. 2's models take no image size)."""
+    parameters = inspect.signature(family(name).builder).parameters
+    return {**kwargs, **{k: v for k, v in asdict(data).items() if k in parameters}}
+
+
+def model_spec(cfg: DictConfig, specs: RunSpecs, data: DataSpec,
+               width: WidthChoice | None = None) -> ModelSpec:
+    """The model's spec, by name: the yaml's arguments, the data's shape where the builder takes
+    it, the schedule, the solved width; plug-in modules to import first."""
+    kwargs = with_data_shape(specs.family.name, specs.model_kwargs, data)
+    if specs.schedule is not None:
+        kwargs["schedule"] = specs.schedule.to_dict()
+    if width is not None:
+        kwargs["width"] = width.width
+    return ModelSpec(specs.family.name, kwargs, tuple(cfg.get("plugins") or ()))
+
+
+def build_model(spec: ModelSpec, lean_backward: bool = True) -> nn.Module:
+    """The model of ``spec``; ``lean_backward`` trains binary blocks through nn/lean.py."""
+    model = create(spec)
     for module in model.modules():
         if isinstance(module, BinaryConv2d):
-            module.lean_backward = bool(cfg.get("lean_backward", True))
+            module.lean_backward = lean_backward
     return model
 
 
-def _model_of_family(cfg: DictConfig, spec: DataSpec, width: int | None) -> nn.Module:
-    family, m = cfg.model.family, cfg.model
-    shape: dict[str, Any] = {"in_channels": spec.in_channels, "num_classes": spec.num_classes,
-                             "image_size": spec.image_size}
-    if family == "ftbnn":
-        return ftbnn_resnet(build_schedule(cfg), cfg.depth, stem_relu=m.stem_relu,
-                            bound=m.bound, **shape)
-    if family == "bireal":
-        schedule = build_schedule(cfg) if m.explicit_nonlinearity else None
-        return bireal_resnet(schedule, cfg.depth, stem_relu=m.stem_relu, bound=m.bound, **shape)
-    if family == "derived":
-        return derived_ftbnn(build_schedule(cfg), width or cfg.width, cfg.depth, cfg.groups,
-                             bound=m.bound, **shape)
-    if family == "resnet_fp":
-        return resnet_fp(cfg.depth, **shape)
-    if family == "fig2":
-        return Fig2Net(m.kind, m.width, m.bottleneck, spec.in_channels, spec.num_classes,
-                       m.stem_stride, m.pooled_size, m.bound)
-    raise UserError(f"model.family={family!r} is unknown; allowed: {', '.join(FAMILIES)}")
-
-
-def build_teacher(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+def build_teacher(cfg: DictConfig, data: DataSpec) -> nn.Module:
     """The distillation teacher of ``kd.teacher``: ``torchvision`` (its ImageNet ResNet-18) or
     a checkpoint path: a run of this framework (e.g. ``model=resnet18_fp``) or a plain
     torchvision ResNet-18 state dict. Offline, train the teacher here first."""
     source = str(cfg.kd.teacher)
     if source == "torchvision":
-        if (spec.in_channels, spec.num_classes) != (3, 1000):
+        if (data.in_channels, data.num_classes) != (3, 1000):
             raise UserError(f"kd.teacher=torchvision is an ImageNet model (3 channels, 1000 "
                             f"classes); for data={cfg.data.name} set kd.teacher=<last.ckpt of "
                             f"a model=resnet18_fp run on it>")
@@ -111,8 +108,8 @@ def build_teacher(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     try:
         if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
-            return model_from_checkpoint(checkpoint, spec)[0]
-        teacher = resnet_fp(18, spec.in_channels, spec.num_classes, spec.image_size)
+            return model_from_checkpoint(checkpoint)
+        teacher = resnet_fp(18, data.in_channels, data.num_classes, data.image_size)
         teacher.load_state_dict(checkpoint.get("state_dict", checkpoint))
         return teacher
     except RuntimeError as error:
@@ -120,60 +117,32 @@ def build_teacher(cfg: DictConfig, spec: DataSpec) -> nn.Module:
                         f"({' '.join(str(error).split())[:200]})") from None
 
 
-def distillation_spec(cfg: DictConfig) -> DistillationSpec:
-    k = cfg.kd
-    return DistillationSpec(float(k.temperature), float(k.kd_weight), float(k.ce_weight),
-                            float(k.attention_weight))
+def convention_for(cfg: DictConfig, specs: RunSpecs) -> str:
+    """``convention`` if set, else the family's own (``paper`` for the derived models, Table 4's
+    convention; ``macs`` for the others)."""
+    return cfg.convention or specs.family.convention
 
 
-def model_from_metadata(metadata: dict[str, Any],
-                        spec: DataSpec | None = None) -> tuple[nn.Module, DictConfig]:
-    """The (untrained) model a checkpoint's metadata describes, for ``spec`` or the data set
-    of its own config, and that config."""
-    cfg = OmegaConf.create(metadata["config"])
-    spec = spec or build_datamodule(cfg).spec
-    return build_model(cfg, spec, metadata.get("width")), cfg
-
-
-def model_from_checkpoint(checkpoint: dict[str, Any],
-                          spec: DataSpec | None = None) -> tuple[nn.Module, DictConfig]:
-    """The trained model of a checkpoint of this framework (eval mode) and its config."""
-    model, cfg = model_from_metadata(checkpoint["ftbnn_exp"], spec)
-    model.load_state_dict(model_weights(checkpoint))
-    return model.eval(), cfg
-
-
-def convention_for(cfg: DictConfig) -> str:
-    """``paper`` for the derived models (Table 4's convention), ``macs`` for the others."""
-    if cfg.convention is not None:
-        return cfg.convention
-    return "paper" if cfg.model.family == "derived" else "macs"
-
-
-def measure(cfg: DictConfig, spec: DataSpec, width: int | None) -> Complexity:
-    model = build_model(cfg, spec, width)
-    return count_complexity(model, (spec.in_channels, spec.image_size, spec.image_size),
-                            convention_for(cfg))
+def measure(spec: ModelSpec, data: DataSpec, convention: str) -> Complexity:
+    """The traced complexity of ``spec``'s model at ``data``'s size (e.g. ImageNet's)."""
+    model = create(ModelSpec(spec.family, with_data_shape(spec.family, spec.kwargs, data),
+                             spec.imports))
+    return count_complexity(model, (data.in_channels, data.image_size, data.image_size),
+                            convention)
 
 
 def global_batch(cfg: DictConfig, world_size: int) -> int:
     return cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
 
 
-def optimizer_spec(cfg: DictConfig, world_size: int = 1) -> OptimizerSpec:
-    """The optimizer of ``cfg.optimizer``; with ``scale_lr`` the lr grows linearly with the
-    global batch over ``reference_batch`` (off by default: the paper does not scale)."""
-    o = cfg.optimizer
-    lr = float(o.lr)
-    if o.get("scale_lr"):
-        lr *= global_batch(cfg, world_size) / o.reference_batch
-    return OptimizerSpec(o.name, lr, float(o.weight_decay), float(o.binary_weight_decay),
-                         tuple(o.betas))
-
-
-def scheduler_spec(cfg: DictConfig) -> SchedulerSpec:
-    s = cfg.scheduler
-    return SchedulerSpec(s.name, tuple(float(m) for m in s.milestones), float(s.gamma))
+def scaled_optimizer(cfg: DictConfig, spec: OptimizerSpec, world_size: int = 1
+                     ) -> OptimizerSpec:
+    """``spec``, with ``optimizer.scale_lr`` its lr grown linearly with the global batch over
+    ``reference_batch`` (off by default: the paper does not scale)."""
+    if not cfg.optimizer.get("scale_lr"):
+        return spec
+    return replace(spec, lr=spec.lr * global_batch(cfg, world_size) /
+                   cfg.optimizer.reference_batch)
 
 
 def _wandb_online() -> bool:
@@ -212,8 +181,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     """The loggers of ``cfg.logger``, all writing into ``run_dir`` (a multi-step stage's own
     folder included)."""
     loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        logger_cfg = OmegaConf.merge(logger_cfg, {"save_dir": str(run_dir)})
+    for name, section in (cfg.get("logger") or {}).items():
+        # a plain copy: the composed config is in struct mode, and W&B takes extra keys
+        logger_cfg = OmegaConf.merge(OmegaConf.to_container(section, resolve=True),
+                                     {"save_dir": str(run_dir)})
         if name == "wandb":
             logger_cfg = OmegaConf.merge(logger_cfg, {"id": wandb_run_id(run_dir),
                                                       "resume": "allow"})
@@ -262,4 +233,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
                   run_dir: Path) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                        default_root_dir=str(run_dir), enable_progress_bar=sys.stdout.isatty(),
+                       # our complexity line replaces Lightning's summary (0 FLOPs per row)
+                       enable_model_summary=False,
                        plugins=cluster_plugins() or None, _convert_="all")

@@ -1,9 +1,8 @@
 """The paper's published numbers, as data. Reference values only, never our results.
 
 Sources: Table 3 (ablation, ImageNet top-1/top-5 in %), Table 4 left (derived models: budget
-group in M, layers, groups, FLOPs in M, BOPs in M, Params in M, top-1 train and val in %),
-Table 4 right (ResNet-18-based 1/1 binary models and the derived model; budget in M where the
-paper gives one).
+group in M, layers, groups, FLOPs in M, BOPs in M, Params in M, top-1 train and val in %).
+A library of its own: the width solver (budget targets) and the reports both read it.
 """
 
 from __future__ import annotations
@@ -94,21 +93,3 @@ def paper_table4_row(budget: float | None, depth: int, groups: int) -> PaperTabl
         if row.budget == budget and row.depth == depth and row.groups == groups:
             return row
     return None
-
-
-PAPER_TABLE4_RIGHT: tuple[tuple[str, float | None, float], ...] = (
-    ("XNOR-Net", None, 51.2),
-    ("Bi-Real Net-18", 163, 56.4),
-    ("XNOR-Net++", None, 57.1),
-    ("CI-BCNN", None, 59.9),
-    ("BONN", None, 59.3),
-    ("IR-Net", None, 58.1),
-    ("FTBNN Baseline", 163, 60.2),
-    ("FTBNN Baseline* (KD + multi-step)", 163, 63.2),
-    ("Bi-Real Net-34", 193, 62.2),
-    ("Binary MobileNet", 154, 60.9),
-    ("Real-to-Bin", 183, 65.4),
-    ("FTBNN derived", 132, 65.5),
-)
-"""Table 4 right, 1/1-bit rows: (method, budget in M or None where the table leaves it to a
-shared "~163" cell or gives none, top-1 %)."""

@@ -1,0 +1,29 @@
+"""A quiet console: what a run prints is ours; library notices that ask nothing of the user
+are dropped (``HYDRA_FULL_ERROR=1`` or ``FTBNN_VERBOSE=1`` keeps them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_NOTICES = (
+    r".*does not have many workers.*",
+    r".*GPU available but not used.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*LeafSpec.*deprecated.*",
+    r".*log_every_n_steps.*",
+)
+
+
+def quiet() -> None:
+    if os.environ.get("FTBNN_VERBOSE") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for pattern in _NOTICES:
+        warnings.filterwarnings("ignore", message=pattern)
+    # Lightning's start-up notices (devices, tips, "GPU available") are info-level records.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)

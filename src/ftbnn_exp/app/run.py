@@ -1,0 +1,234 @@
+"""One training run as small steps: prepare → build the trainer → fit and test → finish.
+
+Used by the CLI (one run per Hydra job) and by the multi-step pipeline (one run per stage).
+A :class:`UserError` is recorded in the run's ``metrics.json`` and raised on; the CLI decides
+what it does to the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ftbnn_exp.app.build import (
+    IMAGENET,
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_model,
+    build_teacher,
+    build_trainer,
+    convention_for,
+    measure,
+    model_spec,
+    resolve_width,
+    scaled_optimizer,
+    use_channels_last,
+)
+from ftbnn_exp.app.config import RunSpecs, validate
+from ftbnn_exp.app.storage import check_free_space, resume_checkpoint
+from ftbnn_exp.artifacts import load_checkpoint, model_weights, write_json_atomic
+from ftbnn_exp.complexity import Complexity
+from ftbnn_exp.data import ClassificationDataModule
+from ftbnn_exp.errors import UserError, one_line_message
+from ftbnn_exp.models import ModelSpec
+from ftbnn_exp.nn import set_binarization
+from ftbnn_exp.training.callbacks import RunRecord
+from ftbnn_exp.training.distillation import STAGE_MODES, DistillationModule
+from ftbnn_exp.training.module import ClassificationModule
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run writes and what it is called in reports."""
+
+    run_dir: Path
+    experiment: str | None = None
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` built, before any trainer exists."""
+
+    specs: RunSpecs
+    datamodule: ClassificationDataModule
+    spec: ModelSpec
+    model: nn.Module
+    teacher: nn.Module | None
+    checkpoint: Path | None
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights and buffers (shows which weights a stage started
+    from)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_weights(model: nn.Module, checkpoint_path: str | Path) -> None:
+    """The model weights of a training checkpoint of this framework."""
+    try:
+        checkpoint = load_checkpoint(checkpoint_path)
+    except UserError as error:
+        raise UserError(f"init_from={checkpoint_path}: {error}") from None
+    try:
+        model.load_state_dict(model_weights(checkpoint))
+    except RuntimeError as error:
+        raise UserError(f"init_from={checkpoint_path} does not fit this model: "
+                        f"{' '.join(str(error).split())[:300]}") from None
+
+
+def describe(cfg: DictConfig, place: RunPlace) -> dict[str, Any]:
+    """The run's metadata before anything is built (what a failed run still records)."""
+    model = cfg.model
+    return {
+        "run_name": cfg.run_name,
+        "experiment": place.experiment,
+        "row": cfg.get("row"),
+        "model": model.name,
+        "data": cfg.data.name,
+        "depth": model.get("depth"),
+        "groups": model.get("groups"),
+        "seed": cfg.seed,
+        "run_dir": str(place.run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def complexity_line(ours: Complexity, imagenet: Complexity, image_size: int) -> str:
+    def millions(c: Complexity) -> str:
+        return (f"FLOPs {c.flops / 1e6:.2f}M  BOPs {c.bops / 1e6:.2f}M  params "
+                f"{c.params / 1e6:.3f}M  budget {c.budget / 1e6:.2f}M")
+
+    return (f"complexity [{ours.convention}]: {millions(ours)} at {image_size} px; "
+            f"{millions(imagenet)} at ImageNet's 224 px")
+
+
+def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int | None,
+            init_from: str | Path | None) -> Prepared:
+    """Validate, then build data, model (stage modes, starting weights), teacher and
+    complexity; check the disk and find the checkpoint to resume from."""
+    specs = validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.use_run_dir(place.run_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    choice = resolve_width(specs, cfg.budget)
+    if choice:
+        say(f"width solver: {choice.describe()}")
+    spec = model_spec(cfg, specs, datamodule.spec, choice)
+    model = build_model(spec, cfg.lean_backward)
+    info.update(model_spec=spec.to_dict(), width=spec.kwargs.get("width"),
+                nonlinearity=specs.family.label(spec.kwargs, cfg.nonlinearity.name))
+    if stage is not None:
+        set_binarization(model, *STAGE_MODES[stage])
+        info["stage"] = stage
+    if init_from is not None:
+        load_weights(model, init_from)
+        info["init"] = {"from": str(init_from), "fingerprint": fingerprint(model)}
+    teacher = build_teacher(cfg, datamodule.spec) if specs.distillation else None
+    convention = convention_for(cfg, specs)
+    ours, imagenet = measure(spec, datamodule.spec, convention), measure(spec, IMAGENET,
+                                                                           convention)
+    info["complexity"], info["complexity_imagenet"] = ours.totals(), imagenet.totals()
+    say(complexity_line(ours, imagenet, datamodule.spec.image_size))
+    check_free_space(place.run_dir, model)
+    return Prepared(specs, datamodule, spec, model, teacher,
+                    resume_checkpoint(cfg.resume, place.run_dir))
+
+
+def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],
+                     world_size: int) -> ClassificationModule:
+    specs = prepared.specs
+    common = {"optimizer": scaled_optimizer(cfg, specs.optimizer, world_size),
+              "scheduler": specs.scheduler, "metadata": info,
+              "channels_last": use_channels_last(cfg)}
+    num_classes = prepared.datamodule.spec.num_classes
+    if prepared.teacher is not None:
+        return DistillationModule(prepared.model, num_classes, prepared.teacher,
+                                  specs.distillation, **common)
+    return ClassificationModule(prepared.model, num_classes, **common)
+
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule,
+                 prepared: Prepared) -> None:
+    if prepared.checkpoint is not None:
+        say(f"resuming from {prepared.checkpoint}")
+    with warnings.catch_warnings():
+        # With OnExceptionCheckpoint, Lightning looks for a last checkpoint itself and warns
+        # on every fresh run (resume_checkpoint has already decided), and testing the weights
+        # in memory (test_weights=last) draws a notice that they are the ones used.
+        warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")
+        warnings.filterwarnings("ignore", message=r".*ckpt_path=None.*")
+        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=prepared.checkpoint)
+        if module.diverged_at_epoch is None or cfg.test_weights == "best":
+            weights = "best" if cfg.test_weights == "best" else None
+            trainer.test(module, datamodule=prepared.datamodule, ckpt_path=weights,
+                         verbose=False)
+
+
+def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
+           prepared: Prepared, run_dir: Path) -> dict[str, Any]:
+    """Write the final ``metrics.json`` and print the run's last line."""
+    skipped = prepared.datamodule.skipped_samples()
+    if skipped:
+        record.info["skipped_images"] = len(skipped)
+        say(f"skipped {len(skipped)} unreadable images, listed in "
+            f"{prepared.datamodule.skipped_log}")
+    record.info["final_fingerprint"] = fingerprint(prepared.model)
+    record.write(module)
+    result = record.payload(module)
+    final = result["final"]
+    top1, top5 = final.get("test/top1"), final.get("test/top5")
+    scores = (f"test top-1 {top1:.2f}%  top-5 {top5:.2f}%" if top1 is not None
+              else "not tested")
+    say(f"{cfg.run_name}: {scores}  [{result['status']}, {result['epochs_run']} epochs] "
+        f"-> {run_dir / 'metrics.json'}")
+    return result
+
+
+def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
+              init_from: str | Path | None = None) -> dict[str, Any]:
+    """Train and test one model; ``stage`` sets the multi-step binarization (Appendix C) and
+    ``init_from`` the starting weights. Returns the ``metrics.json`` payload."""
+    run_dir = place.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = describe(cfg, place)
+    try:
+        prepared = prepare(cfg, place, info, stage, init_from)
+    except UserError as error:
+        write_json_atomic(run_dir / "metrics.json",
+                          {**info, "status": "failed", "error": one_line_message(error)})
+        raise
+    if cfg.compile:
+        prepared.model.compile()
+    record = RunRecord(run_dir / "metrics.json", info, resuming=prepared.checkpoint is not None)
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, build_callbacks(run_dir, [record], bool(loggers)), loggers,
+                            run_dir)
+    info["world_size"] = record.info["world_size"] = trainer.world_size
+    module = lightning_module(cfg, prepared, info, trainer.world_size)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**info["config"], "width": info["width"],
+                                "complexity": info["complexity"],
+                                "complexity_imagenet": info["complexity_imagenet"]})
+    fit_and_test(cfg, trainer, module, prepared)
+    return finish(cfg, record, module, prepared, run_dir)

@@ -1,0 +1,148 @@
+"""One registry of model families, their traits, and model specs (timm's ``create_model`` style).
+
+Every family is registered beside its builder with :func:`register_family`; the entry carries
+what the rest of the framework needs to know of it (does it take a non-linearity schedule, how
+Table 4 counts its FLOPs, is its width solved for a budget, how the fast CPU path runs it), so
+nothing else tests family names. Each family is also a ``timm`` model. A :class:`ModelSpec`
+(family + constructor keyword arguments + package version) is stored in every checkpoint and
+export, and :func:`create` rebuilds the model from it without any config system.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from timm.models import register_model
+from torch import nn
+
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.nn import NonLinearitySchedule
+
+Builder = Callable[..., nn.Module]
+NonLinearityLabel = Callable[[Mapping[str, Any], str], str]
+"""``(kwargs, schedule name) -> the non-linearity the model really uses`` (reports)."""
+FAST_PATHS = ("network", "layers")
+"""``network``: the whole network fused on the C++ kernels (scale-free FTBNN blocks);
+``layers``: each binary conv on the kernels, the rest in PyTorch."""
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _package_version() -> str:
+    try:
+        return version("ftbnn-exp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family and its traits: ``takes_schedule``, the builder's first argument is a
+    :class:`NonLinearitySchedule`; ``convention``, how its FLOPs are counted by default;
+    ``solved_width``, its ``width`` argument, when unset, is solved for a budget (Table 4);
+    ``fast_path``, how deployment runs it (:data:`FAST_PATHS`); ``nonlinearity_label``, what
+    reports call its non-linearity."""
+
+    name: str
+    builder: Builder
+    takes_schedule: bool = False
+    convention: str = "macs"
+    solved_width: bool = False
+    fast_path: str = "layers"
+    nonlinearity_label: NonLinearityLabel | None = None
+
+    def label(self, kwargs: Mapping[str, Any], schedule_name: str) -> str:
+        if self.nonlinearity_label is not None:
+            return self.nonlinearity_label(kwargs, schedule_name)
+        return schedule_name if self.takes_schedule else "none"
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, **traits: Any) -> Callable[[Builder], Builder]:
+    """Register ``builder`` as family ``name`` (and as the timm model ``name``)."""
+
+    def register(builder: Builder) -> Builder:
+        family = Family(name, builder, **traits)
+        if family.fast_path not in FAST_PATHS:
+            raise ValueError(f"fast_path={family.fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
+        FAMILIES[name] = family
+        _register_timm(name, builder.__module__, {})
+        return builder
+
+    return register
+
+
+def register_variant(name: str, family: str, **defaults: Any) -> None:
+    """A timm name for a family with preset arguments, e.g. ``ftbnn_resnet34``."""
+    _register_timm(name, FAMILIES[family].builder.__module__, {"family": family, **defaults})
+
+
+def _register_timm(name: str, module: str, preset: Mapping[str, Any]) -> None:
+    family = preset.get("family", name)
+    defaults = {k: v for k, v in preset.items() if k != "family"}
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise InvalidArgument(f"{name} has no pretrained weights; use pretrained=False")
+        for key in _TIMM_ONLY_KWARGS:
+            kwargs.pop(key, None)
+        return create(ModelSpec(family, {**defaults, **kwargs}))
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = module
+    entry.__doc__ = f"timm entry of ftbnn_exp's {family} ({defaults or 'no presets'})."
+    register_model(entry)
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise InvalidArgument(f"model family {name!r} is not registered; allowed: "
+                              f"{', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What builds a model: the family, its keyword arguments (plain values; a schedule as its
+    ``to_dict``), the modules to import first (plug-ins that register the family or a
+    placement), and the package version that wrote it."""
+
+    family: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    imports: tuple[str, ...] = ()
+    version: str = field(default_factory=_package_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        kwargs = dict(self.kwargs)
+        if isinstance(kwargs.get("schedule"), NonLinearitySchedule):
+            kwargs["schedule"] = kwargs["schedule"].to_dict()
+        return {"family": self.family, "kwargs": kwargs, "imports": list(self.imports),
+                "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        return cls(data["family"], dict(data.get("kwargs", {})), tuple(data.get("imports", ())),
+                   data.get("version", "unknown"))
+
+
+def create(spec: ModelSpec | Mapping[str, Any]) -> nn.Module:
+    """The (untrained) model of ``spec``."""
+    if not isinstance(spec, ModelSpec):
+        spec = ModelSpec.from_dict(spec)
+    for module in spec.imports:
+        importlib.import_module(module)
+    entry = family(spec.family)
+    kwargs = dict(spec.kwargs)
+    if entry.takes_schedule:
+        kwargs["schedule"] = NonLinearitySchedule.from_value(kwargs.get("schedule"))
+    try:
+        inspect.signature(entry.builder).bind(**kwargs)
+    except TypeError as error:
+        raise InvalidArgument(f"model family {spec.family}: {error}") from None
+    return entry.builder(**kwargs)

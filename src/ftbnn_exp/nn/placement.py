@@ -1,0 +1,78 @@
+"""Where the emphasised non-linear module goes: placement policies and their registry (§3).
+
+A placement is a function of a block's position (and its own keyword parameters) that says
+whether that block gets the schedule's emphasised module (``stage_end``, e.g. the ReLU of
+Table 3's partial rows) or the ``other`` one. A new placement is one registered function plus
+one ``conf/placement/<name>.yaml``; the models and the Table 2 report ask the same registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ftbnn_exp.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class BlockPosition:
+    """A binary block's place in the network: ``index`` counts blocks over the whole network
+    (0-based), ``index_in_stage`` within its stage of ``stage_length`` blocks."""
+
+    index: int
+    stage: int
+    index_in_stage: int
+    stage_length: int
+
+    @property
+    def is_stage_end(self) -> bool:
+        return self.index_in_stage == self.stage_length - 1
+
+
+Placement = Callable[..., bool]
+PLACEMENTS: dict[str, Placement] = {}
+
+
+def register_placement(name: str) -> Callable[[Placement], Placement]:
+    """Register ``fn(position, **params) -> bool`` as ``placement=<name>``."""
+
+    def register(fn: Placement) -> Placement:
+        PLACEMENTS[name] = fn
+        return fn
+
+    return register
+
+
+def placement(name: str) -> Placement:
+    if name not in PLACEMENTS:
+        raise InvalidArgument(f"placement={name} is not registered; allowed: "
+                              f"{', '.join(sorted(PLACEMENTS))}")
+    return PLACEMENTS[name]
+
+
+def check_placement_args(name: str, args: Mapping[str, Any]) -> None:
+    """A one-line error naming the first parameter ``placement=<name>`` does not take."""
+    parameters = dict(inspect.signature(placement(name)).parameters)
+    parameters.pop(next(iter(parameters)))  # the position
+    for key in args:
+        if key not in parameters:
+            allowed = ", ".join(parameters) or "none"
+            raise InvalidArgument(f"placement.{key} is not a parameter of placement={name}; "
+                                  f"allowed: {allowed}")
+
+
+@register_placement("stage_end")
+def stage_end(position: BlockPosition) -> bool:
+    """After the last block of each stage: for ResNet-18, exactly "a ReLU after every four
+    blocks" (§3, Table 2), and the rule that fits the deeper derived models' BOPs (Table 4)."""
+    return position.is_stage_end
+
+
+@register_placement("period")
+def period(position: BlockPosition, period: int = 4) -> bool:
+    """After every ``period``-th block over the whole network: §3's literal wording."""
+    if period < 1:
+        raise InvalidArgument(f"placement.period={period} must be positive")
+    return (position.index + 1) % period == 0

@@ -1,0 +1,75 @@
+"""The one checker of configured values: every spec dataclass and the app's few top-level keys
+use it, so a bad value reads the same everywhere (``key=value must be ...``)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any
+
+from ftbnn_exp.errors import InvalidArgument
+
+INTEGER = "an integer"
+NUMBER = "a number"
+BOOLEAN = "true or false"
+TEXT = "a string"
+
+
+def _yaml(value: Any) -> str:
+    """A value as it is written on the command line: null, true, false."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _type_ok(value: Any, kind: str | None) -> bool:
+    if kind == INTEGER:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == BOOLEAN:
+        return isinstance(value, bool)
+    if kind == TEXT:
+        return isinstance(value, str)
+    return True
+
+
+def check_value(key: str, value: Any, kind: str | None = None,
+                allowed: Iterable[Any] | None = None, positive: bool = False,
+                optional: bool = False) -> None:
+    """Raise :class:`InvalidArgument` naming ``key`` when ``value`` is not of ``kind``, not
+    one of ``allowed``, or not positive."""
+    if value is None:
+        if optional:
+            return
+        shown = f"; allowed: {', '.join(map(_yaml, allowed))}" if allowed is not None else ""
+        raise InvalidArgument(f"{key} is required{shown}")
+    if not _type_ok(value, kind):
+        raise InvalidArgument(f"{key}={value!r} must be {kind}")
+    if allowed is not None:
+        options = tuple(allowed)
+        if value not in options:
+            shown = ((None,) if optional else ()) + options
+            raise InvalidArgument(f"{key}={value!r} is not allowed; allowed: "
+                                  f"{', '.join(_yaml(a) for a in shown)}")
+    if positive and value <= 0:
+        raise InvalidArgument(f"{key}={value!r} must be positive")
+
+
+_KINDS = {int: INTEGER, float: NUMBER, bool: BOOLEAN, str: TEXT}
+
+
+def check_annotation(key: str, value: Any, annotation: Any) -> None:
+    """Check ``value`` against a builder's annotation: ``int``, ``float``, ``bool``, ``str``
+    and their unions with ``None``; other annotations are the builder's own business."""
+    options = (typing.get_args(annotation)
+               if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+               else (annotation,))
+    if value is None and type(None) in options:
+        return
+    kinds = [_KINDS[o] for o in options if o in _KINDS]
+    if len(kinds) != len([o for o in options if o is not type(None)]):
+        return
+    if not any(_type_ok(value, kind) for kind in kinds):
+        raise InvalidArgument(f"{key}={value!r} must be {' or '.join(kinds)}")

@@ -1,0 +1,135 @@
+"""The research paths: a plug-in placement and model variant from outside the package, every
+``model=`` option through timm, and the layers of the house (libraries never import the app)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from ftbnn_exp.app import build
+from ftbnn_exp.app.config import CONF_DIR, compose_config, validate
+from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
+from ftbnn_exp.complexity import count_complexity
+from ftbnn_exp.data import DataSpec
+from ftbnn_exp.models import FAMILIES, ModelSpec, create, registry
+from ftbnn_exp.nn import placement as placement_module
+
+PLUGINS = Path(__file__).parent / "plugins"
+PACKAGE = Path(build.__file__).resolve().parents[1]
+MODEL_OPTIONS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftbnn_exp", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+         "plugins=[ftbnn_plugin_demo]", "model=narrow", "placement=first_of_stage",
+         "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1", "logger=none", f"hydra.run.dir={run_dir}"],
+        cwd=PLUGINS, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_run"] == 1
+    spec = ModelSpec.from_dict(metrics["model_spec"])
+    assert spec.family == "ftbnn_narrow" and spec.imports == ("ftbnn_plugin_demo",)
+    assert spec.kwargs["schedule"]["placement"] == "first_of_stage"
+    # Rebuilt from the checkpoint alone (the spec imports the plug-in): ReLU after the first
+    # block of each of the 4 stages of 2 blocks, FPReLU after the second.
+    monkeypatch.syspath_prepend(str(PLUGINS))  # the registries come back as they were
+    monkeypatch.setattr(placement_module, "PLACEMENTS", dict(placement_module.PLACEMENTS))
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+    monkeypatch.delitem(sys.modules, "ftbnn_plugin_demo", raising=False)
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    kinds = [type(block.nonlinear).__name__ for stage in model.stages for block in stage]
+    assert kinds == ["ReLU", "FPReLU"] * 4
+    assert [stage[0].conv.out_channels for stage in model.stages] == [16, 32, 64, 128]
+    # Counted by our counter, on the run's own data size and on ImageNet's.
+    counted = count_complexity(model, (1, 8, 8), "macs")
+    assert metrics["complexity"]["bops"] == counted.bops > 0
+    assert metrics["complexity"]["params_binary"] == sum(
+        block.conv.weight.numel() for stage in model.stages for block in stage)
+    assert f"BOPs {counted.bops / 1e6:.2f}M" in done.stdout
+    table2 = subprocess.run([sys.executable, "-m", "ftbnn_exp.report", "fprelu",
+                             str(run_dir / "checkpoints" / "last.ckpt")], cwd=PLUGINS,
+                            capture_output=True, text=True, timeout=300)
+    assert table2.returncode == 0, table2.stderr
+    rows = table2.stdout.strip().splitlines()[1:]
+    assert [r.split()[0] for r in rows if "ReLU" in r] == [
+        "BConv1-1", "BConv2-1", "BConv3-1", "BConv4-1"]
+
+
+def test_an_unknown_placement_is_one_line_without_the_plugin(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ftbnn_exp", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+         "placement=first_of_stage", f"hydra.run.dir={tmp_path}"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: placement=first_of_stage is not registered; "
+                                   "allowed: period, stage_end")
+
+
+@pytest.mark.parametrize("option", MODEL_OPTIONS)
+def test_every_model_option_is_a_timm_model(option):
+    cfg = compose_config([f"model={option}", "width=32"])
+    specs = validate(cfg)
+    spec = build.model_spec(cfg, specs, DataSpec(32, 3, 10))
+    assert cfg.model.family in FAMILIES and timm.is_model(cfg.model.family)
+    kwargs = dict(spec.kwargs)
+    if "schedule" in kwargs:
+        kwargs["schedule"] = specs.schedule
+    ours, theirs = create(spec), timm.create_model(cfg.model.family, **kwargs)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.state_dict().items()}
+    assert [type(m) for m in ours.modules()] == [type(m) for m in theirs.modules()]
+    x = torch.randn(2, kwargs.get("in_channels", 3), 32, 32)
+    theirs.load_state_dict(ours.state_dict())
+    assert torch.equal(ours.eval()(x), theirs.eval()(x))
+    features = ours.forward_features(x)
+    assert torch.equal(ours.forward_head(features), ours(x))
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+LIBRARY_FILES = [p for p in sorted(PACKAGE.rglob("*.py"))
+                 if (p.parts[len(PACKAGE.parts)] != "app" and p.name != "__main__.py")
+                 or p.parent.name in ("deploy", "report")]
+
+
+@pytest.mark.parametrize("path", LIBRARY_FILES, ids=_module)
+def test_libraries_never_import_the_application_layer(path):
+    forbidden = ("ftbnn_exp.app", "hydra", "omegaconf")
+    if path.parent.name == "complexity":
+        forbidden += ("ftbnn_exp.report",)
+    bad = [name for name in _imports(path) if name.split(".")[0] in forbidden
+           or any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert not bad, f"{_module(path)} imports {bad}"
+
+
+def test_the_default_model_and_a_derived_one_rebuild_from_their_spec_alone():
+    cfg = compose_config(["model=derived", "groups=4", "budget=90"])
+    specs = validate(cfg)
+    spec = build.model_spec(cfg, specs, DataSpec(224, 3, 1000),
+                            build.resolve_width(specs, cfg.budget))
+    again = create(ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))))
+    convs = [m for m in again.modules() if isinstance(m, nn.Conv2d)]
+    assert spec.kwargs["width"] == again.width and {c.groups for c in convs[2:]} == {4}
