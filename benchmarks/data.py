@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.common import baseline, machine, median_seconds
-from ftbnn_exp.data.imagenet import ImageNetDataModule
+from ftbnn_exp.data import FolderDataModule
 from ftbnn_exp.training.optim import OptimizerSpec, build_optimizer
 
 IMAGENET_MEAN_SIZE = (500, 375)
@@ -37,7 +37,7 @@ def write_jpegs(root: Path, count: int, classes: int = 4) -> None:
 
 
 def pipeline_rate(root: Path, workers: int, batch: int, batches: int) -> float:
-    dm = ImageNetDataModule(root=str(root), num_classes=4, batch_size=batch,
+    dm = FolderDataModule(name="imagenet", root=str(root), num_classes=4, batch_size=batch,
                             num_workers=workers, prefetch_factor=4 if workers else None)
     dm.setup()
     iterator = iter(dm.train_dataloader())

@@ -79,14 +79,21 @@ def test_group1_widths_reproduce_table4(depth, budget, width):
     assert c.params / 1e6 == pytest.approx(paper.params_m, rel=0.015)
 
 
-def test_all_20_rows_solve_to_a_budget_within_4_percent(capsys):
+# Per-row tolerances (ours vs Table 4's columns), a little above the worst row we measure
+# (FLOPs +2.2 %, BOPs -2.8 %, Params +4.4 %): a model that drops a group or a shortcut moves
+# FLOPs or Params of most rows far beyond them.
+TABLE4_TOLERANCE = {"budget": 0.04, "flops": 0.025, "bops": 0.03, "params": 0.05}
+
+
+def test_all_20_rows_solve_to_a_budget_and_match_every_column(capsys):
     rows = compare_all()
     assert len(rows) == len(PAPER_TABLE4) == 20
     table = table4_complexity_markdown(rows)
     with capsys.disabled():
         print("\n" + table)
     for row in rows:
-        assert abs(row.errors()["budget"]) < 0.04, row
+        errors = row.errors()
+        assert all(abs(errors[k]) < limit for k, limit in TABLE4_TOLERANCE.items()), row
     assert table in README.read_text(), "README's Table 4 comparison is out of date"
 
 

@@ -24,7 +24,7 @@ ALL = [(group, option) for group in GROUPS for option in options(group)]
 @pytest.mark.parametrize(("group", "option"), ALL, ids=[f"{g}={o}" for g, o in ALL])
 def test_every_config_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
-    if option == "imagenet" or (group == "experiment" and "imagenet" in option):
+    if option in ("imagenet", "folder"):
         overrides.append("data.root=/datasets/imagenet")
     cfg = compose_config(overrides)
     validate(cfg)

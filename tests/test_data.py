@@ -9,7 +9,7 @@ from PIL import Image
 
 from ftbnn_exp.data import (
     DigitsDataModule,
-    ImageNetDataModule,
+    FolderDataModule,
     MNISTDataModule,
     SyntheticDataModule,
 )
@@ -64,8 +64,9 @@ def test_missing_files_name_where_they_were_looked_for(tmp_path):
         MNISTDataModule(root=str(tmp_path)).setup()
     with pytest.raises(DataNotFoundError, match="npz_path"):
         MNISTDataModule(npz_path=str(tmp_path / "absent.npz")).setup()
-    with pytest.raises(DataNotFoundError, match="has no 'train' folder; expected root/train"):
-        ImageNetDataModule(root=str(tmp_path)).setup()
+    with pytest.raises(DataNotFoundError,
+                       match="has no 'train' folder; data=imagenet expects root/train"):
+        FolderDataModule(name="imagenet", root=str(tmp_path)).setup()
 
 
 def test_imagenet_folder_transforms(tmp_path):
@@ -73,8 +74,8 @@ def test_imagenet_folder_transforms(tmp_path):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
             Image.new("RGB", (300, 260), (10, 200, 30)).save(tmp_path / split / cls / "0.JPEG")
-    dm = ImageNetDataModule(root=str(tmp_path), num_classes=2)
+    dm = FolderDataModule(name="imagenet", root=str(tmp_path), num_classes=2)
     dm.setup()
     assert dm.train_set[0][0].shape == (3, 224, 224) and dm.val_set[1][0].shape == (3, 224, 224)
     with pytest.raises(DataNotFoundError, match=r"data\.num_classes=2"):
-        ImageNetDataModule(root=str(tmp_path), num_classes=1000).setup()
+        FolderDataModule(name="imagenet", root=str(tmp_path), num_classes=1000).setup()

@@ -3,6 +3,7 @@ the whole 3-stage pipeline on digits."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -10,10 +11,12 @@ import sys
 import pytest
 import torch
 
-from ftbnn_exp.models import ftbnn_resnet
+from ftbnn_exp.models import ftbnn_resnet, resnet_fp
 from ftbnn_exp.nn import BinaryConv2d, NonLinearitySchedule, set_binarization
 from ftbnn_exp.training.distillation import (
     STAGE_MODES,
+    DistillationModule,
+    DistillationSpec,
     attention_map,
     attention_transfer_loss,
     soft_cross_entropy,
@@ -99,10 +102,16 @@ def test_three_stage_pipeline_on_digits_trains_its_own_teacher(tmp_path):
     alone = _ftbnn("experiment=kd_multistep", f"kd.teacher={teacher_ckpt}", "stage=2",
                    f"init_from={kd / 'stage1' / 'checkpoints' / 'last.ckpt'}",
                    "kd.epochs=[1,1,1]", "trainer.limit_train_batches=3",
+                   "kd.attention_from=previous_stage",
+                   "kd.stage_overrides=[null,null,{optimizer:{lr:0.001}}]",
                    f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-2000:]
     only = json.loads((tmp_path / "alone" / "metrics.json").read_text())
     assert [s["stage"] for s in only["stages"]] == [2]
+    stage2 = json.loads((tmp_path / "alone" / "stage2" / "metrics.json").read_text())
+    assert stage2["config"]["optimizer"]["lr"] == 0.001
+    # recorded after the epoch: a 1-epoch multistep schedule has applied its ×0.1 by then
+    assert stage2["history"][0]["lr/binary"] == pytest.approx(0.001 * 0.1)
     assert only["stages"][0]["init"]["fingerprint"] == summary["stages"][1]["final_fingerprint"]
 
 
@@ -113,3 +122,21 @@ def test_torchvision_teacher_needs_imagenet_shapes(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: kd.teacher=torchvision is an ImageNet model (3 channels, 1000 classes); for "
         "data=digits set kd.teacher=<last.ckpt of a model=resnet18_fp run on it>")
+
+
+def test_attention_maps_come_from_the_attention_teacher(generator):
+    """kd.attention_from=previous_stage: a student identical to its attention teacher has no
+    attention loss, whatever the (other) soft-label teacher."""
+    student = ftbnn_resnet(NonLinearitySchedule(), in_channels=1, num_classes=10, image_size=8)
+    previous = copy.deepcopy(student)
+    teacher = resnet_fp(18, 1, 10, 8)
+    spec = DistillationSpec(kd_weight=0.0, attention_weight=1.0)
+    images = torch.randn(4, 1, 8, 8, generator=generator)
+    labels = torch.randint(0, 10, (4,), generator=generator)
+    losses = []
+    for attention in (previous, None):
+        module = DistillationModule(student, 10, teacher, spec, attention_teacher=attention)
+        module.log = lambda *args, **kwargs: None
+        student.eval()
+        losses.append(float(module.training_loss(images, module(images), labels)))
+    assert losses[0] == pytest.approx(0.0, abs=1e-6) and losses[1] > 1e-3

@@ -30,6 +30,14 @@ def _probe(generator: torch.Generator) -> torch.Tensor:
     return x
 
 
+def test_torch_clamp_passes_no_gradient_at_the_bound():
+    """What "equals Appendix E's gradients exactly" rests on: torch 2.14 (pyproject's range)
+    passes none at x = ±1.2; torch 2.13 passed 1 there, and Appendix E's code with it."""
+    x = torch.tensor([1.2, -1.2, 1.19], requires_grad=True)
+    torch.clamp(x, -1.2, 1.2).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0], f"torch {torch.__version__}"
+
+
 def test_activation_ste_matches_appendix_e_exactly(generator):
     x = _probe(generator)
     upstream = torch.randn(x.shape, generator=generator)
@@ -82,13 +90,38 @@ def test_binary_conv_init_and_no_bias():
     assert abs(conv.weight.std().item() - expected_std) / expected_std < 0.02
 
 
-def test_scaled_conv_is_plain_conv_times_channel_mean_abs(generator):
-    conv = ScaledBinaryConv2d(4, 5)
+@pytest.mark.parametrize("scale_gradient", [False, True])
+def test_scaled_conv_is_plain_conv_times_channel_mean_abs(generator, scale_gradient):
+    conv = ScaledBinaryConv2d(4, 5, scale_gradient=scale_gradient)
     plain = BinaryConv2d(4, 5)
     plain.weight = conv.weight
     x = torch.sign(torch.randn(2, 4, 6, 6, generator=generator))
     scale = conv.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
-    assert torch.allclose(conv(x), plain(x) * scale)
+    assert torch.allclose(conv(x), plain(x) * scale, atol=1e-5)
+
+
+def test_scaled_conv_gradients_equal_bireals_reference_code(generator):
+    """Bi-Real Net's ``HardBinaryConv``: ``scaling_factor.detach()``, then
+    ``(α·sign(W)).detach() - clip(W).detach() + clip(W)`` (clip at our bound, §3)."""
+    conv = ScaledBinaryConv2d(4, 5)
+    w = conv.weight.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        w[0, 0, 0, :3] = torch.tensor([1.2, -1.2, 0.0])  # the STE's edges, as Appendix E's
+        conv.weight.copy_(w)
+    x = torch.sign(torch.randn(2, 4, 6, 6, generator=generator)).requires_grad_(True)
+    upstream = torch.randn(2, 5, 6, 6, generator=generator)
+    (conv(x) * upstream).sum().backward()
+    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True).detach()
+    clipped = torch.clamp(w, -1.2, 1.2)
+    reference = (alpha * torch.sign(w)).detach() - clipped.detach() + clipped
+    x_ref = x.detach().clone().requires_grad_(True)
+    (F.conv2d(x_ref, reference, padding=1) * upstream).sum().backward()
+    assert torch.equal(conv.weight.grad, w.grad)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)
+    scaled = ScaledBinaryConv2d(4, 5, scale_gradient=True)
+    scaled.weight.data.copy_(w.detach())
+    (scaled(x.detach()) * upstream).sum().backward()
+    assert not torch.allclose(scaled.weight.grad, w.grad)  # the other, documented choice
 
 
 def test_fprelu_starts_as_identity_and_learns_both_slopes(generator):

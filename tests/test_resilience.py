@@ -22,7 +22,7 @@ from ftbnn_exp.app.build import cluster_plugins, scaled_optimizer, use_channels_
 from ftbnn_exp.app.config import compose_config, validate
 from ftbnn_exp.app.storage import check_free_space, resume_checkpoint
 from ftbnn_exp.artifacts import write_json_atomic
-from ftbnn_exp.data import ImageNetDataModule
+from ftbnn_exp.data import FolderDataModule
 from ftbnn_exp.errors import CorruptImageError, UserError, one_line_message
 
 SHORT = ["trainer.limit_train_batches=4", "trainer.deterministic=true"]
@@ -167,8 +167,8 @@ def _image_folder(root: Path, corrupt: bool) -> Path:
 
 def test_an_unreadable_image_is_named_in_one_line(tmp_path):
     bad = _image_folder(tmp_path / "imagenet", corrupt=True)
-    dm = ImageNetDataModule(root=str(tmp_path / "imagenet"), num_classes=2, image_size=32,
-                            batch_size=16)
+    dm = FolderDataModule(name="imagenet", root=str(tmp_path / "imagenet"), num_classes=2,
+                          image_size=32, batch_size=16)
     dm.setup()
     with pytest.raises(CorruptImageError) as caught:
         next(iter(dm.train_dataloader()))

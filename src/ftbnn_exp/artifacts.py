@@ -47,10 +47,12 @@ def model_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def instantiate_plain(config: Mapping[str, Any]) -> Any:
-    """``_target_(**rest)`` for a resolved, flat config (a checkpoint's data config)."""
+    """``_target_(**rest)`` for a resolved config (a checkpoint's data config), nested
+    ``_target_`` sections first (the ``augment`` option)."""
     module, _, name = str(config["_target_"]).rpartition(".")
     target = getattr(importlib.import_module(module), name)
-    return target(**{k: v for k, v in config.items() if not k.startswith("_")})
+    return target(**{k: instantiate_plain(v) if isinstance(v, Mapping) and "_target_" in v
+                     else v for k, v in config.items() if not k.startswith("_")})
 
 
 def data_config(metadata: Mapping[str, Any], overrides: list[str] = ()) -> dict[str, Any]:

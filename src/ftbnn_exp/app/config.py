@@ -51,12 +51,19 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "data.num_workers": (INTEGER, None, False, True),
     "data.noise": (NUMBER, None, False, True),
     "data.skip_corrupt": (BOOLEAN, None, False, True),
+    "data.image_size": (INTEGER, None, True, False),
+    "data.eval_resize": (INTEGER, None, True, True),
+    "data.num_classes": (INTEGER, None, True, True),
+    "data.in_channels": (None, (1, 3), False, True),
+    "data.val_fraction": (NUMBER, None, True, True),
     "stage": (None, tuple(STAGE_MODES), False, True),
     "lean_backward": (BOOLEAN, None, False, False),
     "channels_last": (None, ("auto", True, False), False, False),
     "compile": (BOOLEAN, None, False, False),
     "optimizer.scale_lr": (BOOLEAN, None, False, True),
     "optimizer.reference_batch": (INTEGER, None, True, True),
+    "kd.attention_from": (None, ("teacher", "previous_stage"), False, False),
+    "kd.distill_stage0": (BOOLEAN, None, False, False),
 }
 
 
@@ -96,7 +103,8 @@ def import_plugins(cfg: DictConfig) -> None:
 def schedule_of(cfg: DictConfig) -> NonLinearitySchedule:
     n, p = cfg.nonlinearity, cfg.placement
     args = {k: v for k, v in p.items() if k != "name"}
-    return NonLinearitySchedule(n.stage_end, n.other, p.name, args)
+    return NonLinearitySchedule(stage_end=n.stage_end, other=n.other, placement=p.name,
+                                placement_args=args)
 
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:

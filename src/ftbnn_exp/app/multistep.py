@@ -73,7 +73,8 @@ def run_multistep(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
                 f"{result['final'].get('test/top1', float('nan')):.2f}% ({stage_dir})")
         else:
             stage_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs[stage]},
-                                              "run_name": f"{cfg.run_name}-stage{stage}"})
+                                              "run_name": f"{cfg.run_name}-stage{stage}"},
+                                        cfg.kd.stage_overrides[stage] or {})
             say(f"stage {stage}: activations {STAGE_MODES[stage][0]}, weights "
                 f"{STAGE_MODES[stage][1]}, {epochs[stage]} epochs"
                 + (f", from {init}" if init else ""))

@@ -36,7 +36,12 @@ from ftbnn_exp.app.build import (
 )
 from ftbnn_exp.app.config import RunSpecs, validate
 from ftbnn_exp.app.storage import check_free_space, resume_checkpoint
-from ftbnn_exp.artifacts import load_checkpoint, model_weights, write_json_atomic
+from ftbnn_exp.artifacts import (
+    load_checkpoint,
+    model_from_checkpoint,
+    model_weights,
+    write_json_atomic,
+)
 from ftbnn_exp.complexity import Complexity
 from ftbnn_exp.data import ClassificationDataModule
 from ftbnn_exp.errors import UserError, one_line_message
@@ -64,6 +69,7 @@ class Prepared:
     spec: ModelSpec
     model: nn.Module
     teacher: nn.Module | None
+    attention_teacher: nn.Module | None
     checkpoint: Path | None
 
 
@@ -93,6 +99,17 @@ def load_weights(model: nn.Module, checkpoint_path: str | Path) -> None:
     except RuntimeError as error:
         raise UserError(f"init_from={checkpoint_path} does not fit this model: "
                         f"{' '.join(str(error).split())[:300]}") from None
+
+
+def previous_stage(init_from: str | Path | None, stage: int) -> nn.Module:
+    """The previous stage's trained network, in that stage's binarization (Real-to-Bin's
+    attention teacher)."""
+    if init_from is None:
+        raise UserError(f"kd.attention_from=previous_stage: stage {stage} needs the previous "
+                        f"stage's checkpoint (init_from=...)")
+    model = model_from_checkpoint(load_checkpoint(init_from))
+    set_binarization(model, *STAGE_MODES[stage - 1])
+    return model
 
 
 def describe(cfg: DictConfig, place: RunPlace) -> dict[str, Any]:
@@ -144,14 +161,17 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
     if init_from is not None:
         load_weights(model, init_from)
         info["init"] = {"from": str(init_from), "fingerprint": fingerprint(model)}
-    teacher = build_teacher(cfg, datamodule.spec) if specs.distillation else None
+    distilled = specs.distillation is not None and (stage != 0 or cfg.kd.distill_stage0)
+    teacher = build_teacher(cfg, datamodule.spec) if distilled else None
+    attention = (previous_stage(init_from, stage)
+                 if distilled and cfg.kd.attention_from == "previous_stage" and stage else None)
     convention = convention_for(cfg, specs)
     ours, imagenet = measure(spec, datamodule.spec, convention), measure(spec, IMAGENET,
                                                                            convention)
     info["complexity"], info["complexity_imagenet"] = ours.totals(), imagenet.totals()
     say(complexity_line(ours, imagenet, datamodule.spec.image_size))
     check_free_space(place.run_dir, model)
-    return Prepared(specs, datamodule, spec, model, teacher,
+    return Prepared(specs, datamodule, spec, model, teacher, attention,
                     resume_checkpoint(cfg.resume, place.run_dir))
 
 
@@ -164,7 +184,7 @@ def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],
     num_classes = prepared.datamodule.spec.num_classes
     if prepared.teacher is not None:
         return DistillationModule(prepared.model, num_classes, prepared.teacher,
-                                  specs.distillation, **common)
+                                  specs.distillation, prepared.attention_teacher, **common)
     return ClassificationModule(prepared.model, num_classes, **common)
 
 

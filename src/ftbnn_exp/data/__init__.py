@@ -1,8 +1,9 @@
-"""One LightningDataModule per data set; each declares its image size, channels and classes."""
+"""One LightningDataModule per data source; each declares its image size, channels and classes.
+``transforms`` holds the ``augment=`` options."""
 
 from ftbnn_exp.data.base import ClassificationDataModule, DataSpec
 from ftbnn_exp.data.digits import DigitsDataModule
-from ftbnn_exp.data.imagenet import ImageNetDataModule
+from ftbnn_exp.data.folder import FolderDataModule
 from ftbnn_exp.data.synthetic import SyntheticDataModule
 from ftbnn_exp.data.vision import CIFARDataModule, MNISTDataModule
 
@@ -11,7 +12,7 @@ __all__ = [
     "ClassificationDataModule",
     "DataSpec",
     "DigitsDataModule",
-    "ImageNetDataModule",
+    "FolderDataModule",
     "MNISTDataModule",
     "SyntheticDataModule",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,9 +12,13 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from ftbnn_exp.data.base import ClassificationDataModule, DataSpec, split_indices
+from ftbnn_exp.data.folder import FolderDataModule
+from ftbnn_exp.data.transforms import Augment, CifarCrop
 from ftbnn_exp.errors import DataNotFoundError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_TRAIN_IMAGES = 50_000
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
 
@@ -82,30 +87,44 @@ class MNISTDataModule(ClassificationDataModule):
         self.test_set = test
 
 
-class CIFARDataModule(ClassificationDataModule):
-    """CIFAR-10/100 32×32 with the usual pad-4 random crop and flip; ``val_size`` held out."""
+class CIFARDataModule(FolderDataModule):
+    """CIFAR-10/100, 32×32, from torchvision's batches (``download`` fetches them) or from an
+    ImageFolder tree (``root/train/<class>``, ``root/test/<class>``, as PNG/JPEG mirrors ship
+    it). Without ``augment=``: pad-4 random crop and flip (:class:`CifarCrop`), CIFAR's own
+    normalisation; ``val_size`` training images held out (seeded; stratified for a tree)."""
 
     def __init__(self, name: str = "cifar10", root: str = "data", download: bool = False,
-                 val_size: int = 5000, **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
+                 val_size: int = 5000, **kwargs: Any) -> None:
         if name not in CIFAR_MEAN:
             raise DataNotFoundError(f"data.name={name!r} is unknown; allowed: cifar10, cifar100")
-        self.root, self.download, self.val_size = root, download, val_size
-        self.spec = DataSpec(32, 3, 10 if name == "cifar10" else 100)
+        kwargs.setdefault("mean", CIFAR_MEAN[name])
+        kwargs.setdefault("std", CIFAR_STD[name])
+        super().__init__(name=name, root=root, num_classes=CIFAR_CLASSES[name], in_channels=3,
+                         image_size=32,
+                         val_fraction=val_size / CIFAR_TRAIN_IMAGES, **kwargs)
+        self.download, self.val_size = download, val_size
+
+    def default_augment(self) -> Augment:
+        return CifarCrop()
+
+    def first_image_channels(self) -> int:
+        """CIFAR is RGB: a tree's images are read as RGB whatever their files hold."""
+        return 3
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                     v2.Normalize(CIFAR_MEAN[self.name], CIFAR_STD[self.name])]
-        augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
-                              *normalize])
+        if self.split_folder("train") is not None:
+            super().setup(stage)
+            return
+        spec, norm = self.spec, self.normalization
         cls = datasets.CIFAR10 if self.name == "cifar10" else datasets.CIFAR100
         try:
-            train_aug = cls(self.root, train=True, download=self.download, transform=augment)
-            train_plain = cls(self.root, train=True, transform=v2.Compose(normalize))
-            test = cls(self.root, train=False, download=self.download,
-                       transform=v2.Compose(normalize))
+            train_aug = cls(self.root, train=True, download=self.download,
+                            transform=self.augment.train(32, 3, norm))
+            evaluation = self.augment.eval(spec.image_size, 3, norm, self.eval_resize)
+            train_plain = cls(self.root, train=True, transform=evaluation)
+            test = cls(self.root, train=False, download=self.download, transform=evaluation)
         except RuntimeError as error:
             raise _missing(self.name, self.root, self.download, error) from error
         train_idx, val_idx = split_indices(len(train_aug), self.val_size, self.seed)

@@ -50,11 +50,17 @@ class BasicBlock(nn.Module):
         nonlinear: nn.Module,
         scaled: bool = False,
         bound: float = DEFAULT_BOUND,
+        scale_gradient: bool = False,
     ) -> None:
         super().__init__()
-        conv_cls = ScaledBinaryConv2d if scaled else BinaryConv2d
         self.binarize = BinaryActivation(bound)
-        self.conv = conv_cls(in_channels, out_channels, 3, stride=stride, padding=1, bound=bound)
+        if scaled:
+            self.conv: BinaryConv2d = ScaledBinaryConv2d(
+                in_channels, out_channels, 3, stride=stride, padding=1, bound=bound,
+                scale_gradient=scale_gradient)
+        else:
+            self.conv = BinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                                     bound=bound)
         self.bn = nn.BatchNorm2d(out_channels)
         reduces = stride != 1 or in_channels != out_channels
         self.downsample = real_downsample(in_channels, out_channels) if reduces else None
@@ -99,13 +105,15 @@ class FTBNN(nn.Module):
         scaled: bool = False,
         stem_relu: bool = False,
         bound: float = DEFAULT_BOUND,
+        scale_gradient: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = baseline_stem(in_channels, widths[0], is_small_input(image_size), stem_relu)
 
         def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> BasicBlock:
-            return BasicBlock(c_in, c_out, 2 if reduces else 1, nonlinear, scaled, bound)
+            return BasicBlock(c_in, c_out, 2 if reduces else 1, nonlinear, scaled, bound,
+                              scale_gradient)
 
         self.stages = build_stages(stage_blocks, widths, widths[0], schedule, block)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -150,12 +158,16 @@ def bireal_resnet(
     stem_relu: bool = False,
     bound: float = DEFAULT_BOUND,
     explicit_nonlinearity: bool = False,
+    scale_gradient: bool = False,
 ) -> FTBNN:
     """Bi-Real Net (Fig. 1a): explicit per-channel scaling and no explicit non-linear module;
-    ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations)."""
+    ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations). The scale passes
+    no gradient, as in Bi-Real's code (``scale_gradient=True``: it does; see
+    :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`)."""
     return FTBNN(blocks_per_stage(depth, (18, 34)),
                  schedule if explicit_nonlinearity else IDENTITY, BASELINE_WIDTHS, in_channels,
-                 num_classes, image_size, scaled=True, stem_relu=stem_relu, bound=bound)
+                 num_classes, image_size, scaled=True, stem_relu=stem_relu, bound=bound,
+                 scale_gradient=scale_gradient)
 
 
 for _depth in (18, 34):

@@ -13,8 +13,10 @@ class SignSTE(torch.autograd.Function):
     """``torch.sign`` forward; gradient 1 where ``|x| < bound`` and 0 elsewhere.
 
     The gradient equals, value for value, that of Appendix E's
-    ``sign(x).detach() + clamp(x) - clamp(x).detach()``: ``torch.clamp`` passes no gradient at
-    ``|x| = bound`` itself, which is §3's open range (-1.2, 1.2). Only a boolean mask is kept
+    ``sign(x).detach() + clamp(x) - clamp(x).detach()`` on torch 2.14 (pyproject's range), whose
+    ``torch.clamp`` passes no gradient at ``|x| = bound`` itself: §3's open range (-1.2, 1.2).
+    (torch 2.13's clamp passed 1 at the bound, so there Appendix E's code differs from this at
+    exactly ±1.2; ``tests/test_nn.py`` checks the torch in use.) Only a boolean mask is kept
     for backward instead of the input and the clamped copy. ``sign(0) = 0`` is kept on
     purpose: Appendix B's deployment argument relies on it.
     """

@@ -53,15 +53,31 @@ class BinaryConv2d(nn.Conv2d):
 
 
 class ScaledBinaryConv2d(BinaryConv2d):
-    """Bi-Real Net's binary convolution: output scaled per output channel by mean ``|W|``.
+    """Bi-Real Net's binary convolution: weights ``α · sign(W)``, ``α`` the mean ``|W|`` of each
+    output channel (Liu et al., 2018; Fig. 1a here).
 
-    The scale is the L1 mean of the latent weights of each output channel, computed on the fly
-    and differentiable, as in Bi-Real Net's reference code (Liu et al., 2018; Fig. 1a here).
+    As Bi-Real Net's reference code (``scaling_factor.detach()``, then the clipped STE on the
+    latent weights), ``α`` passes no gradient and the latent weights get the STE gradient of
+    ``α · sign(W)`` unscaled. ``scale_gradient=True`` back-propagates through ``α`` instead
+    (ours before 0.2: the output of a sign conv times a differentiable ``α``).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
-        return super().forward(x) * scale
+    def __init__(self, *args, scale_gradient: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scale_gradient = scale_gradient
+
+    def channel_scale(self) -> Tensor:
+        return self.weight.abs().mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+
+    def binary_weight(self) -> Tensor:
+        if self.scale_gradient:
+            return super().binary_weight() * self.channel_scale()
+        signs = super().binary_weight()
+        # forward exactly α · sign(W); backward the STE's gradient, neither scaled nor into α
+        return (self.channel_scale() * signs).detach() + (signs - signs.detach())
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale_gradient={self.scale_gradient}"
 
 
 WEIGHT_MODES = ("sign", "real")

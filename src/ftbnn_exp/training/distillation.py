@@ -83,27 +83,34 @@ class _StageOutputs:
 
 
 class DistillationModule(ClassificationModule):
-    """:class:`ClassificationModule` whose training loss is distillation from ``teacher``.
+    """:class:`ClassificationModule` whose training loss is distillation from ``teacher``'s
+    soft labels, with attention maps from ``attention_teacher`` (the teacher itself unless
+    given: e.g. the previous stage's network, as Real-to-Bin).
 
-    The teacher runs in eval mode without gradients and is not part of the checkpoint
-    (it is not registered as a submodule); validation and test report the student alone.
+    Teachers run in eval mode without gradients and are not part of the checkpoint (they are
+    not registered as submodules); validation and test report the student alone.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, teacher: nn.Module,
-                 spec: DistillationSpec, **kwargs) -> None:
+                 spec: DistillationSpec, attention_teacher: nn.Module | None = None,
+                 **kwargs) -> None:
         super().__init__(model, num_classes, **kwargs)
         self.spec = spec
-        self._teacher = [teacher.eval().requires_grad_(False)]
+        teachers = [teacher] if attention_teacher is None else [teacher, attention_teacher]
+        self._teachers = [t.eval().requires_grad_(False) for t in teachers]
         self._student_stages = _StageOutputs(model)
-        self._teacher_stages = _StageOutputs(teacher)
+        self._teacher_stages = _StageOutputs(self._teachers[-1])
 
     def on_fit_start(self) -> None:
-        self._teacher[0].to(self.device)
+        for teacher in self._teachers:
+            teacher.to(self.device)
 
     def training_loss(self, images: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
         student = self._student_stages.take()
         with torch.no_grad():
-            teacher_logits = self._teacher[0](images)
+            teacher_logits = self._teachers[0](images)
+            if len(self._teachers) > 1:
+                self._teachers[1](images)
         teacher = self._teacher_stages.take()
         parts = {"kd": soft_cross_entropy(logits, teacher_logits, self.spec.temperature)}
         if self.spec.ce_weight:
