@@ -85,6 +85,7 @@ def test_group1_widths_reproduce_table4(depth, budget, width):
 TABLE4_TOLERANCE = {"budget": 0.04, "flops": 0.025, "bops": 0.03, "params": 0.05}
 
 
+@pytest.mark.slow
 def test_all_20_rows_solve_to_a_budget_and_match_every_column(capsys):
     rows = compare_all()
     assert len(rows) == len(PAPER_TABLE4) == 20

@@ -52,6 +52,7 @@ def _one_batch_each(rows: list[str], tmp_path: Path) -> None:
         (r["experiment"], r["status"], r.get("error")) for r in results]
 
 
+@pytest.mark.slow
 def test_every_table3_row_and_one_table4_row_per_depth_run_one_batch(tmp_path):
     sample = ["b90_l18_g1", "b135_l34_g5", "b135_l44_g8"]
     assert set(sample) <= set(TABLE4)

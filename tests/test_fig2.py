@@ -78,6 +78,7 @@ def test_mnist_source_prefers_the_npz_and_falls_back_to_digits(tmp_path, monkeyp
     assert "using the embedded 8×8 digits instead" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_fig2_pipeline_end_to_end_on_digits(tmp_path):
     sweep = tmp_path / "fig2"
     done = subprocess.run(

@@ -1,11 +1,17 @@
-"""A plug-in as a researcher writes one, outside the package: a placement and a model variant.
+"""A plug-in as a researcher writes one, outside the package: a placement, a model variant and
+a callback (here one that interrupts a run as a cluster would).
 
 Used with ``hydra.searchpath=[file://<this folder>/conf] plugins=[ftbnn_plugin_demo]``.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
 
 from ftbnn_exp.models import register_family
 from ftbnn_exp.models.ftbnn import FTBNN
@@ -25,3 +31,19 @@ def ftbnn_narrow(schedule: NonLinearitySchedule, blocks: int = 1, width: int = 1
     """The FTBNN skeleton with ``blocks`` blocks per stage and widths w, 2w, 4w, 8w."""
     return FTBNN(stage_blocks or [blocks] * 4, schedule, [width * 2**i for i in range(4)],
                  in_channels, num_classes, image_size)
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM after batch ``batch`` of epoch ``epoch`` (what SLURM's
+    preemption does), once: ``marker`` remembers it across the rerun."""
+
+    def __init__(self, epoch: int, batch: int, marker: str, signal_name: str = "SIGTERM"
+                 ) -> None:
+        self.epoch, self.batch, self.marker = epoch, batch, Path(marker)
+        self.signal = getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if (trainer.current_epoch, args[-1]) == (self.epoch, self.batch) and \
+                not self.marker.exists():
+            self.marker.write_text("sent\n")
+            os.kill(os.getpid(), self.signal)

@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, replace
+from datetime import timedelta
 from netrc import netrc
 from pathlib import Path
 from typing import Any
@@ -196,20 +197,41 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
-def build_callbacks(run_dir: Path, extra: list[L.Callback], with_loggers: bool) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
+                    with_loggers: bool) -> list[L.Callback]:
+    """Ours (checkpoints, RNG state, the run record, the epoch line) and ``callbacks``'s."""
     checkpoints = run_dir / "checkpoints"
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/top1",
-                        mode="max", save_last=True, auto_insert_metric_name=False),
+                        mode="max", auto_insert_metric_name=False),
+        # Every epoch, whether or not it improved (Lightning's save_last follows the top-k:
+        # an epoch that did not improve would leave an older last.ckpt behind).
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False),
         # Ctrl-C, SIGTERM (preemption) or a crash: the state at that step, as interrupted.ckpt.
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        *periodic_checkpoints(cfg, checkpoints),
         RngState(),
         *extra,
+        *(instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()),
     ]
     if with_loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(RichProgressBar() if sys.stdout.isatty() else EpochLine())
     return callbacks
+
+
+def periodic_checkpoints(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]:
+    """``checkpoint.every_n_minutes`` / ``every_n_steps``: mid-epoch checkpoints
+    ``step-<step>.ckpt``, the newest ``keep_last`` kept (Lightning writes each atomically)."""
+    c = cfg.checkpoint
+    clocks = [{"train_time_interval": timedelta(minutes=c.every_n_minutes)}
+              if c.every_n_minutes else None,
+              {"every_n_train_steps": c.every_n_steps} if c.every_n_steps else None]
+    return [ModelCheckpoint(dirpath=folder, filename="step-{step}", monitor="step", mode="max",
+                            save_top_k=c.keep_last, auto_insert_metric_name=False,
+                            save_on_train_epoch_end=False, **clock)
+            for clock in clocks if clock]
 
 
 def cluster_plugins() -> list:

@@ -62,6 +62,10 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "compile": (BOOLEAN, None, False, False),
     "optimizer.scale_lr": (BOOLEAN, None, False, True),
     "optimizer.reference_batch": (INTEGER, None, True, True),
+    "resume_changes": (None, ("refuse", "rescale"), False, False),
+    "checkpoint.every_n_minutes": (NUMBER, None, True, True),
+    "checkpoint.every_n_steps": (INTEGER, None, True, True),
+    "checkpoint.keep_last": (INTEGER, None, True, False),
     "kd.attention_from": (None, ("teacher", "previous_stage"), False, False),
     "kd.distill_stage0": (BOOLEAN, None, False, False),
 }

@@ -13,6 +13,9 @@ _NOTICES = (
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*LeafSpec.*deprecated.*",
     r".*log_every_n_steps.*",
+    r".*'set_vital' is deprecated.*",
+    # a resumed run writes into its own checkpoint folder by design
+    r".*Checkpoint directory .* exists and is not empty.*",
 )
 
 

@@ -8,6 +8,7 @@ what it does to the process.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from ftbnn_exp.app.build import (
     use_channels_last,
 )
 from ftbnn_exp.app.config import RunSpecs, validate
-from ftbnn_exp.app.storage import check_free_space, resume_checkpoint
+from ftbnn_exp.app.storage import check_free_space, check_resume_config, resume_checkpoint
 from ftbnn_exp.artifacts import (
     load_checkpoint,
     model_from_checkpoint,
@@ -71,6 +72,7 @@ class Prepared:
     teacher: nn.Module | None
     attention_teacher: nn.Module | None
     checkpoint: Path | None
+    rescale_schedule: bool
 
 
 @rank_zero_only
@@ -171,8 +173,12 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
     info["complexity"], info["complexity_imagenet"] = ours.totals(), imagenet.totals()
     say(complexity_line(ours, imagenet, datamodule.spec.image_size))
     check_free_space(place.run_dir, model)
-    return Prepared(specs, datamodule, spec, model, teacher, attention,
-                    resume_checkpoint(cfg.resume, place.run_dir))
+    checkpoint, skipped = resume_checkpoint(cfg.resume, place.run_dir)
+    for line in skipped:
+        say(line)
+    rescale = checkpoint is not None and check_resume_config(checkpoint, info["config"],
+                                                             cfg.resume_changes)
+    return Prepared(specs, datamodule, spec, model, teacher, attention, checkpoint, rescale)
 
 
 def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],
@@ -180,7 +186,8 @@ def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],
     specs = prepared.specs
     common = {"optimizer": scaled_optimizer(cfg, specs.optimizer, world_size),
               "scheduler": specs.scheduler, "metadata": info,
-              "channels_last": use_channels_last(cfg)}
+              "channels_last": use_channels_last(cfg),
+              "rescale_schedule": prepared.rescale_schedule}
     num_classes = prepared.datamodule.spec.num_classes
     if prepared.teacher is not None:
         return DistillationModule(prepared.model, num_classes, prepared.teacher,
@@ -191,7 +198,9 @@ def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],
 def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule,
                  prepared: Prepared) -> None:
     if prepared.checkpoint is not None:
-        say(f"resuming from {prepared.checkpoint}")
+        say(f"resuming from {prepared.checkpoint}"
+            + (f" (schedule rescaled to {cfg.trainer.max_epochs} epochs)"
+               if prepared.rescale_schedule else ""))
     with warnings.catch_warnings():
         # With OnExceptionCheckpoint, Lightning looks for a last checkpoint itself and warns
         # on every fresh run (resume_checkpoint has already decided), and testing the weights
@@ -199,6 +208,11 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModu
         warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")
         warnings.filterwarnings("ignore", message=r".*ckpt_path=None.*")
         trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=prepared.checkpoint)
+        if not trainer.interrupted:
+            # A SLURM requeue's checkpoint is spent once training went past it; left in place,
+            # Lightning would restore it for testing (and any later rerun).
+            for spent in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+                spent.unlink()
         if module.diverged_at_epoch is None or cfg.test_weights == "best":
             weights = "best" if cfg.test_weights == "best" else None
             trainer.test(module, datamodule=prepared.datamodule, ckpt_path=weights,
@@ -225,6 +239,21 @@ def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
     return result
 
 
+def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
+    """A run that failed before training: a fresh folder records it as failed; the record of
+    an earlier run in the folder (a refused resume) keeps its history and status and notes
+    the refused attempt."""
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            earlier = None
+        if earlier and earlier.get("history"):
+            write_json_atomic(path, {**earlier, "last_attempt": {"error": message}})
+            return
+    write_json_atomic(path, {**info, "status": "failed", "error": message})
+
+
 def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
               init_from: str | Path | None = None) -> dict[str, Any]:
     """Train and test one model; ``stage`` sets the multi-step binarization (Appendix C) and
@@ -235,14 +264,13 @@ def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
     try:
         prepared = prepare(cfg, place, info, stage, init_from)
     except UserError as error:
-        write_json_atomic(run_dir / "metrics.json",
-                          {**info, "status": "failed", "error": one_line_message(error)})
+        record_failure(run_dir / "metrics.json", info, one_line_message(error))
         raise
     if cfg.compile:
         prepared.model.compile()
     record = RunRecord(run_dir / "metrics.json", info, resuming=prepared.checkpoint is not None)
     loggers = build_loggers(cfg, run_dir)
-    trainer = build_trainer(cfg, build_callbacks(run_dir, [record], bool(loggers)), loggers,
+    trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, [record], bool(loggers)), loggers,
                             run_dir)
     info["world_size"] = record.info["world_size"] = trainer.world_size
     module = lightning_module(cfg, prepared, info, trainer.world_size)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
+
+from ftbnn_exp.data.loading import EpochLoader, EpochSampler, SeededSamples
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,18 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_set: Dataset | Subset | None = None
         self.test_set: Dataset | Subset | None = None
 
-    def _loader(self, dataset: Dataset | Subset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | Subset | None, shuffle: bool) -> EpochLoader:
+        """A resumable loader (see :mod:`ftbnn_exp.data.loading`) whose order starts at the
+        epoch the trainer runs next (a resumed run's), later epochs via ``set_epoch``."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before loaders are made")
-        return DataLoader(
-            dataset,
+        trainer = self.trainer
+        # the epoch Lightning runs next (what it passes to set_epoch), a resumed run's too
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer else 0
+        return EpochLoader(
+            SeededSamples(dataset, self.seed),
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset), shuffle, self.seed, epoch),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -76,11 +83,11 @@ class ClassificationDataModule(L.LightningDataModule):
             return []
         return self.skipped_log.read_text().splitlines()
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpochLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> EpochLoader:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> EpochLoader:
         return self._loader(self.test_set, shuffle=False)

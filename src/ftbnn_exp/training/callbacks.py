@@ -41,6 +41,10 @@ class RunRecord(L.Callback):
             self.history = json.loads(self.path.read_text()).get("history", [])
         self.status = "running"
         self.test: dict[str, float] = {}
+        # The epoch whose batches ran last, and the lr each epoch trained with: both seen
+        # batch by batch, so an epoch resumed mid-way (no epoch-start hook) counts too.
+        self._epoch_in_progress: int | None = None
+        self._lrs: dict[int, dict[str, float]] = {}
 
     def payload(self, module: ClassificationModule | None = None) -> dict[str, Any]:
         diverged = module.diverged_at_epoch if module is not None else None
@@ -65,10 +69,8 @@ class RunRecord(L.Callback):
         metrics = _numbers(trainer.callback_metrics)
         if not metrics or any(row["epoch"] == epoch for row in self.history):
             return
-        lrs = {f"lr/{group.get('name', i)}": group["lr"]
-               for opt in trainer.optimizers for i, group in enumerate(opt.param_groups)}
         row = {"epoch": epoch, **{k: v for k, v in metrics.items() if not k.startswith("test/")},
-               **lrs}
+               **self._lrs.get(epoch, {})}
         self.history.append(row)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -80,8 +82,18 @@ class RunRecord(L.Callback):
             self._take_epoch(trainer, trainer.current_epoch - 1)
             self.write(pl_module)
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             *args: Any) -> None:
+        epoch = trainer.current_epoch
+        self._epoch_in_progress = epoch
+        if epoch not in self._lrs:
+            self._lrs[epoch] = {f"lr/{group.get('name', i)}": group["lr"]
+                                for opt in trainer.optimizers
+                                for i, group in enumerate(opt.param_groups)}
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._take_epoch(trainer, max(trainer.current_epoch - 1, 0))
+        if self._epoch_in_progress is not None:
+            self._take_epoch(trainer, self._epoch_in_progress)
         self.status = "diverged" if pl_module.diverged_at_epoch is not None else "trained"
         self.write(pl_module)
 
@@ -100,7 +112,7 @@ class RunRecord(L.Callback):
         self.write(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
+        return {"history": self.history, "lrs": {str(k): v for k, v in self._lrs.items()}}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -114,6 +126,7 @@ class RunRecord(L.Callback):
         rows += [row for row in self.history
                  if row["epoch"] not in known and row["epoch"] <= self._checkpoint_epoch]
         self.history = sorted(rows, key=lambda row: row["epoch"])
+        self._lrs = {int(k): v for k, v in state_dict.get("lrs", {}).items()}
 
 
 class RngState(L.Callback):
@@ -139,6 +152,9 @@ class EpochLine(L.Callback):
 
     shown = ("train/loss", "train/top1", "val/top1", "val/top5")
 
+    def __init__(self) -> None:
+        self._epoch_in_progress: int | None = None
+
     @rank_zero_only
     def _print(self, trainer: L.Trainer, epoch: int) -> None:
         metrics = trainer.callback_metrics
@@ -151,5 +167,10 @@ class EpochLine(L.Callback):
         if trainer.current_epoch > 0:
             self._print(trainer, trainer.current_epoch - 1)
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             *args: Any) -> None:
+        self._epoch_in_progress = trainer.current_epoch
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._print(trainer, max(trainer.current_epoch - 1, 0))
+        if self._epoch_in_progress is not None:
+            self._print(trainer, self._epoch_in_progress)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,8 @@ class ClassificationModule(L.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int,
                  optimizer: OptimizerSpec | None = None,
                  scheduler: SchedulerSpec | None = None,
-                 metadata: dict | None = None, channels_last: bool = False) -> None:
+                 metadata: dict | None = None, channels_last: bool = False,
+                 rescale_schedule: bool = False) -> None:
         super().__init__()
         self.channels_last = channels_last
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -43,11 +46,16 @@ class ClassificationModule(L.LightningModule):
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.scheduler_spec = scheduler or SchedulerSpec()
         self.diverged_at_epoch: int | None = None
+        self.rescale_schedule = rescale_schedule
         # ModuleDict keys may not shadow nn.Module attributes such as ``train``.
         self.metrics = nn.ModuleDict({
             f"{split}_acc": _accuracies(num_classes, split, top_ks)
-            for split, top_ks in (("train", (1,)), ("val", (1, 5)), ("test", (1, 5)))
+            for split, top_ks in (("val", (1, 5)), ("test", (1, 5)))
         })
+        # The training epoch's running sums (loss × images, correct top-1, images) are a buffer,
+        # so they travel in checkpoints: an epoch resumed mid-way reports what the
+        # uninterrupted one would.
+        self.register_buffer("train_sums", torch.zeros(3, dtype=torch.float64))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -61,10 +69,16 @@ class ClassificationModule(L.LightningModule):
                 else F.cross_entropy(logits, labels))
         # Evaluation always reports (a diverged model still has an accuracy); a non-finite
         # training step is left out of the epoch's numbers.
-        if split != "train" or torch.isfinite(loss):
+        if split == "train":
+            if torch.isfinite(loss):
+                n = labels.shape[0]
+                correct = (logits.argmax(dim=1) == labels).sum()
+                self.train_sums += torch.stack([loss.detach() * n, correct, torch.tensor(n)]
+                                               ).to(self.train_sums)
+        else:
             self.metrics[f"{split}_acc"].update(logits, labels)
             self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True,
-                     prog_bar=split == "train", batch_size=labels.shape[0])
+                     batch_size=labels.shape[0])
         return loss
 
     def training_loss(self, images: Tensor, logits: Tensor, labels: Tensor) -> Tensor:
@@ -93,13 +107,36 @@ class ClassificationModule(L.LightningModule):
         collection.reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_accuracies("train")
+        loss_sum, correct, images = self.trainer.strategy.reduce(
+            self.train_sums.clone(), reduce_op="sum").tolist()
+        if images:
+            self.log_dict({"train/loss": loss_sum / images, "train/top1": 100.0 * correct / images},
+                          prog_bar=True)
+        self.train_sums.zero_()
 
     def on_validation_epoch_end(self) -> None:
         self._log_accuracies("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_accuracies("test")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """With ``rescale_schedule`` (``resume_changes=rescale``), a run resumed with a new
+        ``max_epochs`` continues on the schedule of its new length: milestones and cosine are
+        fractions of it, taken at the epoch the checkpoint reached, and so is the lr."""
+        if not self.rescale_schedule:
+            return
+        optimizer = build_optimizer(self.model, self.optimizer_spec)
+        scheduler = build_scheduler(optimizer, self.scheduler_spec,
+                                    max(self.trainer.max_epochs or 1, 1))
+        with warnings.catch_warnings():  # stepping the schedule alone, on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(checkpoint["lr_schedulers"][0]["last_epoch"]):
+                scheduler.step()
+        checkpoint["lr_schedulers"] = [scheduler.state_dict()]
+        for saved, group in zip(checkpoint["optimizer_states"][0]["param_groups"],
+                                optimizer.param_groups, strict=True):
+            saved["lr"] = group["lr"]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What built the model, so tools can read a checkpoint without the run's config files.
