@@ -19,7 +19,12 @@ from PIL import Image
 
 from ftbnn_exp.app.build import cluster_plugins, scaled_optimizer, use_channels_last, wandb_run_id
 from ftbnn_exp.app.config import compose_config, validate
-from ftbnn_exp.app.storage import RESUME_KEYS, check_free_space, resume_checkpoint
+from ftbnn_exp.app.storage import (
+    RESUME_KEYS,
+    ResumePoint,
+    check_free_space,
+    resume_checkpoint,
+)
 from ftbnn_exp.artifacts import write_json_atomic
 from ftbnn_exp.data import FolderDataModule
 from ftbnn_exp.errors import CorruptImageError, UserError, one_line_message
@@ -44,13 +49,13 @@ def test_resume_picks_the_newest_good_checkpoint(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     assert resume_checkpoint("auto", tmp_path) == (None, [])
-    good = {key: 0 for key in RESUME_KEYS}
+    good = {**{key: 0 for key in RESUME_KEYS}, "ftbnn_exp": {"config": {"seed": 1}}}
     for i, path in enumerate([checkpoints / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt",
                               checkpoints / "step-12.ckpt", checkpoints / "interrupted.ckpt"]):
         torch.save(good, path)
         stamp = 1_000_000 + i
         os.utime(path, (stamp, stamp))
-        assert resume_checkpoint("auto", tmp_path) == (path, [])
+        assert resume_checkpoint("auto", tmp_path) == (ResumePoint(path, {"seed": 1}), [])
     with pytest.raises(UserError, match=r"resume=never but .* already holds"):
         resume_checkpoint("never", tmp_path)
     assert resume_checkpoint("never", tmp_path / "fresh") == (None, [])

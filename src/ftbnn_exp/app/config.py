@@ -9,12 +9,11 @@ that belong to no spec are checked here, against :data:`_SCHEMA`. Either way thr
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -28,7 +27,7 @@ from ftbnn_exp.models import Family, family
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationSpec
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
-from ftbnn_exp.validation import BOOLEAN, INTEGER, NUMBER, check_annotation, check_value
+from ftbnn_exp.validation import BOOLEAN, INTEGER, NUMBER, check_value
 
 CONF_DIR = Path(os.environ.get("FTBNN_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
 
@@ -117,25 +116,14 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in MODEL_META_KEYS}
 
 
-def _check_builder_arguments(entry: Family, kwargs: dict[str, Any]) -> None:
-    """Each ``model.<key>`` is an argument of the family's builder, of its annotated type."""
-    parameters = inspect.signature(entry.builder).parameters
-    hints = get_type_hints(entry.builder)
-    for key, value in kwargs.items():
-        if key not in parameters:
-            allowed = ", ".join(p for p in parameters
-                                if p not in (*DATA_SHAPE_KEYS, "schedule"))
-            raise UserError(f"model.{key} is not an argument of model family {entry.name}; "
-                            f"allowed: {allowed}")
-        solved = entry.solved_width and key == "width" and value is None
-        if key in hints and not solved:
-            check_annotation(f"model.{key}", value, hints[key])
-
-
 def specs(cfg: DictConfig) -> RunSpecs:
     entry = family(cfg.model.family)
     kwargs = model_kwargs(cfg)
-    _check_builder_arguments(entry, kwargs)
+    # a solved family's width may be unset here: the solver fills it in later
+    given = {k: v for k, v in kwargs.items()
+             if not (entry.solved_width and k == "width" and v is None)}
+    entry.check_arguments(given, "model.", hidden=(*DATA_SHAPE_KEYS, "schedule"),
+                          complete=False)
     return RunSpecs(
         family=entry,
         model_kwargs=kwargs,

@@ -173,12 +173,13 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
     info["complexity"], info["complexity_imagenet"] = ours.totals(), imagenet.totals()
     say(complexity_line(ours, imagenet, datamodule.spec.image_size))
     check_free_space(place.run_dir, model)
-    checkpoint, skipped = resume_checkpoint(cfg.resume, place.run_dir)
+    point, skipped = resume_checkpoint(cfg.resume, place.run_dir)
     for line in skipped:
         say(line)
-    rescale = checkpoint is not None and check_resume_config(checkpoint, info["config"],
-                                                             cfg.resume_changes)
-    return Prepared(specs, datamodule, spec, model, teacher, attention, checkpoint, rescale)
+    rescale = point is not None and check_resume_config(point, info["config"],
+                                                        cfg.resume_changes)
+    return Prepared(specs, datamodule, spec, model, teacher, attention,
+                    point.path if point else None, rescale)
 
 
 def lightning_module(cfg: DictConfig, prepared: Prepared, info: dict[str, Any],

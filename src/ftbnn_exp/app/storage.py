@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,29 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
                   reverse=True)
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be resumed from (truncated, unreadable, not ours), or None."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """A checkpoint to resume from, and the resolved config of the run that wrote it."""
+
+    path: Path
+    config: dict[str, Any]
+
+
+def resume_point(path: Path) -> tuple[ResumePoint | None, str | None]:
+    """``path`` as a resume point (read once), or why it cannot be one (truncated,
+    unreadable, not ours)."""
     try:
         checkpoint = load_checkpoint(path)
     except UserError as error:
-        return " ".join(str(error).split())[:160]
+        return None, " ".join(str(error).split())[:160]
     missing = [key for key in RESUME_KEYS if key not in checkpoint]
-    return f"it lacks {', '.join(missing)}" if missing else None
+    if missing:
+        return None, f"it lacks {', '.join(missing)}"
+    return ResumePoint(path, checkpoint["ftbnn_exp"].get("config", {})), None
 
 
-def resume_checkpoint(resume: str | None, run_dir: Path) -> tuple[Path | None, list[str]]:
+def resume_checkpoint(resume: str | None, run_dir: Path
+                      ) -> tuple[ResumePoint | None, list[str]]:
     """The checkpoint a run continues from, and one line per candidate skipped and why.
 
     ``auto``: the newest good one of :func:`checkpoint_candidates` (a truncated or foreign
@@ -96,15 +109,15 @@ def resume_checkpoint(resume: str | None, run_dir: Path) -> tuple[Path | None, l
         if not path.is_file():
             raise UserError(f"resume={resume} is not a checkpoint file; allowed: auto, never "
                             f"or a path to a .ckpt")
-        problem = checkpoint_problem(path)
+        point, problem = resume_point(path)
         if problem:
             raise UserError(f"resume={resume} cannot be resumed from: {problem}")
-        return path, []
+        return point, []
     skipped = []
     for path in found:
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path, skipped
+        point, problem = resume_point(path)
+        if point is not None:
+            return point, skipped
         skipped.append(f"resume: skipped {path} ({problem})")
     if found:
         raise UserError(f"resume=auto: no checkpoint in {run_dir} can be resumed from "
@@ -145,11 +158,11 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return differ
 
 
-def check_resume_config(checkpoint: Path, current: dict[str, Any], changes: str) -> bool:
+def check_resume_config(point: ResumePoint, current: dict[str, Any], changes: str) -> bool:
     """Refuse a resume whose run-shaping config differs from the checkpoint's, naming the
     keys; ``changes=rescale`` accepts a new schedule length. True when the schedule is to be
     rescaled."""
-    saved = load_checkpoint(checkpoint)["ftbnn_exp"].get("config", {})
+    saved, checkpoint = point.config, point.path
     differ = changed_keys(saved, current)
     if not differ:
         return False

@@ -15,13 +15,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, get_type_hints
 
 from timm.models import register_model
 from torch import nn
 
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.validation import check_annotation
 
 Builder = Callable[..., nn.Module]
 NonLinearityLabel = Callable[[Mapping[str, Any], str], str]
@@ -54,6 +55,25 @@ class Family:
     solved_width: bool = False
     fast_path: str = "layers"
     nonlinearity_label: NonLinearityLabel | None = None
+
+    def check_arguments(self, kwargs: Mapping[str, Any], prefix: str = "",
+                        hidden: tuple[str, ...] = (), complete: bool = True) -> None:
+        """Each key an argument of the builder, of its annotated type (``int``, ``float``,
+        ``bool``, ``str`` and their unions with None); ``complete``: every argument without a
+        default given. One-line :class:`InvalidArgument` naming ``<prefix><key>``."""
+        parameters = inspect.signature(self.builder).parameters
+        hints = get_type_hints(self.builder)
+        for key, value in kwargs.items():
+            if key not in parameters:
+                allowed = ", ".join(p for p in parameters if p not in hidden)
+                raise InvalidArgument(f"{prefix}{key} is not an argument of model family "
+                                      f"{self.name}; allowed: {allowed}")
+            if key in hints:
+                check_annotation(f"{prefix}{key}", value, hints[key])
+        missing = [name for name, p in parameters.items()
+                   if p.default is inspect.Parameter.empty and name not in kwargs]
+        if complete and missing:
+            raise InvalidArgument(f"model family {self.name} needs {', '.join(missing)}")
 
     def label(self, kwargs: Mapping[str, Any], schedule_name: str) -> str:
         if self.nonlinearity_label is not None:
@@ -141,8 +161,5 @@ def create(spec: ModelSpec | Mapping[str, Any]) -> nn.Module:
     kwargs = dict(spec.kwargs)
     if entry.takes_schedule:
         kwargs["schedule"] = NonLinearitySchedule.from_value(kwargs.get("schedule"))
-    try:
-        inspect.signature(entry.builder).bind(**kwargs)
-    except TypeError as error:
-        raise InvalidArgument(f"model family {spec.family}: {error}") from None
+    entry.check_arguments(kwargs)
     return entry.builder(**kwargs)
