@@ -58,13 +58,13 @@ bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.speed $(ARGS)
 
-bench-data: $(STAMP) ## Input pipeline img/s per worker count beside the model's step img/s
+bench-data: $(STAMP) ## Input pipeline img/s per data.backend and worker count beside the model's
 	$(PY) -m benchmarks.data $(ARGS)
 
 bench-deploy: $(STAMP) ## Bit-packed C++ binary convs vs PyTorch fp32: per layer and whole network
 	$(PY) -m benchmarks.deploy $(ARGS)
 
-bench-gpu: $(STAMP) ## One GPU: fp32 vs bf16-mixed + channels_last (+ compile); ARGS=--dry-run on CPU
+bench-gpu: $(STAMP) ## One GPU: training modes, data backends, a trainer=gpu run; ARGS=--dry-run on CPU
 	bash benchmarks/gpu.sh $(ARGS)
 
 lint: $(STAMP) ## ruff over the code

@@ -1,13 +1,15 @@
 """Is the input pipeline or the model the bottleneck? Images/s of the ImageNet train pipeline
-(JPEG decode + Appendix C's augmentation) per worker count, beside the model's training-step
-throughput, measured in one run on generated ImageNet-sized JPEGs."""
+(JPEG decode + Appendix C's augmentation) per ``data.backend`` and worker count, beside the
+model's training-step throughput, measured in one run on generated ImageNet-sized JPEGs."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 
 from benchmarks.common import baseline, machine, median_seconds
 from ftbnn_exp.data import FolderDataModule
+from ftbnn_exp.data.backends import BACKENDS
 from ftbnn_exp.training.optim import OptimizerSpec, build_optimizer
 
 IMAGENET_MEAN_SIZE = (500, 375)
@@ -36,20 +39,34 @@ def write_jpegs(root: Path, count: int, classes: int = 4) -> None:
             image.save(folder / f"{i}.JPEG", quality=90)
 
 
-def pipeline_rate(root: Path, workers: int, batch: int, batches: int) -> float:
+def available_backends() -> list[str]:
+    """The ``data.backend`` options this machine runs (DALI only where it is installed)."""
+    return [b for b in BACKENDS if b != "dali" or importlib.util.find_spec("nvidia.dali")]
+
+
+def pipeline_rate(root: Path, workers: int, batch: int, batches: int, backend: str = "pil",
+                  device: torch.device | None = None, image_size: int = 224) -> float:
+    """Images/s delivered on ``device`` (decoded and augmented there by a device backend)."""
+    device = device or torch.device("cpu")
     dm = FolderDataModule(name="imagenet", root=str(root), num_classes=4, batch_size=batch,
-                            num_workers=workers, prefetch_factor=4 if workers else None)
+                          num_workers=workers, prefetch_factor=4 if workers else None,
+                          backend=backend, image_size=image_size,
+                          pin_memory=device.type == "cuda")
     dm.setup()
-    iterator = iter(dm.train_dataloader())
-    next(iterator)  # worker start-up is not throughput
+
+    def batches_on_device() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for encoded in dm.train_dataloader():
+                yield dm.transfer_batch_to_device(encoded, device, 0)
+
+    iterator = batches_on_device()
+    next(iterator)  # worker start-up and pipeline building are not throughput
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
-        try:
-            images, _ = next(iterator)
-        except StopIteration:
-            iterator = iter(dm.train_dataloader())
-            images, _ = next(iterator)
+        images, _ = next(iterator)
         seen += images.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return seen / (time.perf_counter() - start)
 
 
@@ -75,18 +92,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--workers", type=int, nargs="*",
                         default=sorted({0, 1, 2, os.cpu_count() or 1}))
+    parser.add_argument("--backends", nargs="*", default=available_backends(),
+                        choices=BACKENDS)
     args = parser.parse_args()
     print(f"input pipeline vs model, 224 px train crops from {IMAGENET_MEAN_SIZE[0]}×"
-          f"{IMAGENET_MEAN_SIZE[1]} JPEGs ({machine()})")
+          f"{IMAGENET_MEAN_SIZE[1]} JPEGs, on the CPU ({machine()})")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         write_jpegs(root, args.images)
-        rates = {w: pipeline_rate(root, w, args.batch, args.batches) for w in args.workers}
+        rates = {(backend, w): pipeline_rate(root, w, args.batch, args.batches, backend)
+                 for backend in args.backends for w in args.workers}
     model = model_rate(args.batch, 224)
-    for workers, rate in rates.items():
+    for (backend, workers), rate in rates.items():
         side = "input pipeline" if rate < model else "model"
-        print(f"  {workers:2d} workers: pipeline {rate:8.1f} img/s   model train step "
-              f"{model:8.1f} img/s   bottleneck: {side} ({rate / model:.2f}×)")
+        print(f"  {backend:11s} {workers:2d} workers: pipeline {rate:8.1f} img/s   model train "
+              f"step {model:8.1f} img/s   bottleneck: {side} ({rate / model:.2f}×)")
 
 
 if __name__ == "__main__":

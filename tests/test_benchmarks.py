@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,21 +11,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_benchmark_dry_run_on_cpu():
-    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run", "--no-compile"], cwd=ROOT,
-                          env={**os.environ, "PY": sys.executable}, capture_output=True,
-                          text=True, timeout=300)
+def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run", "--no-compile", "--out",
+                           str(tmp_path)], cwd=ROOT, env={**os.environ, "PY": sys.executable},
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = done.stdout.strip().splitlines()
     assert rows[0].startswith("FTBNN-18 training, 64 px, batch 2, 2 steps on ")
-    assert [row.strip().split("  ")[0] for row in rows[1:]] == [
-        "fp32", "bf16-mixed + channels_last"]
-    assert all("img/s" in row and "peak memory" in row for row in rows[1:])
+    assert [row.strip().split("  ")[0] for row in rows[1:4]] == [
+        "fp32", "bf16-mixed + channels_last", "bf16-mixed + channels_last + lean"]
+    assert all("img/s" in row and "peak memory" in row for row in rows[1:4])
+    assert rows[4].startswith("input pipeline on cpu")
+    backends = [row.split()[0] for row in rows[5:-1]]
+    assert backends[:2] == ["data.backend=pil", "data.backend=torchvision"]
+    assert all("bottleneck: " in row for row in rows[5:-1])
+    assert "trainer=cpu data=folder" in rows[-1] and ": completed" in rows[-1]
+    metrics = json.loads((tmp_path / "gpu-run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
 
 
 def test_memory_benchmark_counts_both_models():
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--image-size", "64"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = done.stdout.strip().splitlines()[1:]
-    assert len(rows) == 2 and all("Appendix E" in row and "ratio" in row for row in rows)
+    rows = done.stdout.strip().splitlines()
+    assert len(rows) == 6 and all("Appendix E" in row and "ratio" in row for row in rows[1:3])
+    assert rows[3].startswith("under bf16 autocast")
+    assert all("lean" in row and "plain graph" in row for row in rows[4:])

@@ -186,6 +186,36 @@ def test_lean_block_gradients_and_running_stats_equal_the_plain_graph(generator)
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_lean_block_under_bf16_autocast_equals_the_plain_graph_under_it(generator, stride):
+    """trainer=gpu's bf16-mixed: the lean path runs (its saving holds) and its gradients and
+    statistics equal the plain graph's under the same autocast, bit for bit."""
+    from ftbnn_exp.models.derived import NormalBlock, ReductionBlock
+    from ftbnn_exp.nn import make_nonlinear_module
+
+    block = (ReductionBlock(8, 1, make_nonlinear_module("fprelu", 16), 1.2) if stride == 2
+             else NormalBlock(8, 2, make_nonlinear_module("fprelu", 8), 1.2))
+    plain = copy.deepcopy(block)
+    plain.conv.lean_backward = False
+    x = torch.randn(4, 8, 8, 8, generator=generator)
+    upstream = None
+    for model in (block, plain):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(inputs)
+            saved = saved_bytes(lambda m=model: m(x.clone().requires_grad_()))
+        upstream = torch.randn(out.shape, generator=generator) if upstream is None else upstream
+        (out.float() * upstream).sum().backward()
+        model.results = inputs.grad, saved
+    assert torch.equal(block.results[0], plain.results[0])
+    assert block.results[0].abs().sum() > 0
+    for (name, a), b in zip(block.named_parameters(), plain.parameters(), strict=True):
+        assert a.grad is not None and torch.equal(a.grad, b.grad), name
+    for a, b in zip(block.buffers(), plain.buffers(), strict=True):
+        assert torch.equal(a, b)
+    assert block.results[1] < plain.results[1]  # the int8 code, not the bf16 conv input
+
+
 def test_lean_block_keeps_one_byte_per_input_and_four_per_output(generator):
     block, ref = _block_pair()
 

@@ -56,8 +56,12 @@ def instantiate_plain(config: Mapping[str, Any]) -> Any:
 
 
 def data_config(metadata: Mapping[str, Any], overrides: list[str] = ()) -> dict[str, Any]:
-    """The run's resolved ``data`` config with ``data.key=value`` overrides (YAML values)."""
+    """The run's resolved ``data`` config with ``data.key=value`` overrides (YAML values).
+    Tools that read a checkpoint iterate its loaders themselves, on the CPU, so a run's device
+    backend gives way to the ``pil`` path unless ``data.backend`` is overridden."""
     config = dict(metadata["config"]["data"])
+    if "backend" in config:
+        config["backend"] = "pil"
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key.startswith("data.") or key.count(".") != 1:

@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -43,7 +44,13 @@ IMAGENET = DataSpec(image_size=224, in_channels=3, num_classes=1000)
 
 
 def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
-    return instantiate(cfg.data, _convert_="all")
+    try:
+        return instantiate(cfg.data, _convert_="all")
+    except InstantiationException as error:
+        # a value the data module (or its augment=) refused: its own one-line message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def resolve_width(specs: RunSpecs, budget: float | None) -> WidthChoice | None:

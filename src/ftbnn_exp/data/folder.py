@@ -5,6 +5,7 @@ Layout: ``root/train/<class>/*`` and ``root/val/<class>/*``, optionally ``root/t
 (else the test split is the val split, as ImageNet's); without ``val/`` a seeded, stratified
 ``val_fraction`` of ``train/`` is held out. Classes, channels (RGB or grayscale, from the first
 image) and the class count come from the folders; a value given explicitly must agree.
+``data.backend`` picks where images are decoded and augmented (:mod:`backends`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,26 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Subset, default_collate
 from torchvision import datasets
 
+from ftbnn_exp.data.backends import (
+    BACKENDS,
+    Cut,
+    DeviceBackend,
+    EncodedBatch,
+    EncodedImages,
+    collate_encoded,
+    device_backend,
+)
 from ftbnn_exp.data.base import ClassificationDataModule, DataSpec
-from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, He2016, Normalization
+from ftbnn_exp.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    He2016,
+    Normalization,
+    Window,
+)
 from ftbnn_exp.errors import CorruptImageError, DataNotFoundError
+from ftbnn_exp.validation import TEXT, check_value
 
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
@@ -102,15 +120,18 @@ class FolderDataModule(ClassificationDataModule):
     (or val). ``image_size`` is the training crop; ``augment`` (an ``augment=`` option) makes the
     train and eval transforms, ``eval_resize`` overrides its evaluation resize; ``mean`` and
     ``std`` normalise (ImageNet's by default; ``python -m ftbnn_exp.data.stats <root>`` computes
-    a folder's own)."""
+    a folder's own). ``backend``: ``pil``, ``torchvision`` or ``dali`` (:mod:`backends`)."""
 
     def __init__(self, name: str = "folder", root: str | None = None,
                  num_classes: int | None = None, in_channels: int | None = None,
                  image_size: int = 224, eval_resize: int | None = None,
                  augment: Augment | None = None, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, val_fraction: float = 0.1,
-                 split_seed: int = 0, skip_corrupt: bool = False, **kwargs: Any) -> None:
+                 split_seed: int = 0, skip_corrupt: bool = False, backend: str = "pil",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
+        check_value("data.backend", backend, TEXT, allowed=BACKENDS)
+        self.backend = backend
         self.root = root
         self.declared = {"num_classes": num_classes, "in_channels": in_channels}
         self.image_size, self.eval_resize = image_size, eval_resize
@@ -118,7 +139,9 @@ class FolderDataModule(ClassificationDataModule):
         self.normalization = Normalization(tuple(mean), tuple(std))
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.skip_corrupt = skip_corrupt
-        if skip_corrupt:
+        if backend != "pil":
+            self.collate_fn = collate_encoded
+        elif skip_corrupt:
             self.collate_fn = collate_present
 
     def default_augment(self) -> Augment:
@@ -183,14 +206,46 @@ class FolderDataModule(ClassificationDataModule):
         """Unreadable images skipped during the run are listed in ``skipped_images.txt``."""
         self.skipped_log = run_dir / "skipped_images.txt" if self.skip_corrupt else None
 
-    def folder_set(self, split: str, train: bool) -> CheckedImageFolder:
+    def folder_set(self, split: str, train: bool) -> CheckedImageFolder | EncodedImages:
         spec = self.spec
+        if self.backend != "pil":
+            return self.encoded_set(split, train)
         make = self.augment.train if train else self.augment.eval
         transform = (make(spec.image_size, spec.in_channels, self.normalization) if train else
                      make(spec.image_size, spec.in_channels, self.normalization,
                           self.eval_resize))
         return CheckedImageFolder(Path(self.root) / split, transform, spec.in_channels,
                                   self.skipped_log, self.classes)
+
+    @property
+    def cut(self) -> Cut:
+        spec = self.spec
+        mean, std = self.normalization.values(spec.in_channels, self.augment.divide_std)
+        return Cut(spec.image_size, spec.in_channels, tuple(mean), tuple(std))
+
+    def encoded_set(self, split: str, train: bool) -> EncodedImages:
+        """The split's files for a device backend, each with its window drawn in the worker."""
+        size, augment = self.spec.image_size, self.augment
+
+        def window(height: int, width: int) -> Window:
+            return (augment.train_window(height, width, size) if train else
+                    augment.eval_window(height, width, size, self.eval_resize))
+
+        folder = CheckedImageFolder(Path(self.root) / split, None, self.spec.in_channels,
+                                    None, self.classes)
+        return EncodedImages(folder.samples, window, self.skipped_log)
+
+    @cached_property
+    def decoder(self) -> DeviceBackend | None:
+        """The device backend (None for ``pil``)."""
+        return device_backend(self.backend, self.cut, self.skipped_log, self.batch_size)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        """Encoded batches are decoded and cut on ``device`` (Lightning's hook)."""
+        if isinstance(batch, EncodedBatch):
+            return self.decoder(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

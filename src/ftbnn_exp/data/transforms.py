@@ -6,6 +6,12 @@ option says how much of the image evaluation keeps (``eval_crop``): 224/256 for 
 recipes, whose training crops cover part of an image, and the whole image for CIFAR's crop,
 which trains at the image's own scale. Normalisation is the data set's (mean, std), given to
 both transforms; an option may subtract the mean only (He et al. 2016's per-pixel mean).
+
+The device backends (:mod:`ftbnn_exp.data.backends`) decode on the GPU, so their workers never
+see pixels: there an option draws a :class:`Window` from the image's size alone, the part of
+the source image its crop covers and whether it is flipped, and the backend cuts and resizes
+it. A window is the same geometry as the option's PIL steps (resize, then crop), drawn from
+the same distributions.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ftbnn_exp.validation import BOOLEAN, NUMBER, check_value
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.validation import BOOLEAN, INTEGER, NUMBER, check_value
 
 Step = Callable[[Any], Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,13 +43,48 @@ class Normalization:
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
 
-    def transform(self, channels: int, divide_std: bool = True) -> v2.Normalize:
+    def values(self, channels: int, divide_std: bool = True) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel of a [0, 1] image; std all ones for mean subtraction."""
         mean, std = list(self.mean), list(self.std)
         if channels != len(mean):
             if channels != 1:
                 raise ValueError(f"{len(mean)} normalisation values for {channels} channels")
             mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
-        return v2.Normalize(mean, std if divide_std else [1.0] * len(std))
+        return mean, std if divide_std else [1.0] * len(std)
+
+    def transform(self, channels: int, divide_std: bool = True) -> v2.Normalize:
+        return v2.Normalize(*self.values(channels, divide_std))
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a crop comes from in source pixels, to be resized to the output size, then
+    mirrored if ``flip``. It is placed in ``content`` (top, left, height, width; None: the
+    whole image), and what it covers outside the content is zero padding."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+    content: tuple[int, int, int, int] | None = None
+
+    def as_list(self, height: int, width: int) -> list[int]:
+        """``[content top, left, height, width, top, left, height, width, flip]`` of a
+        ``height`` × ``width`` image (the backends' encoding)."""
+        return [*(self.content or (0, 0, height, width)), self.top, self.left, self.height,
+                self.width, int(self.flip)]
+
+
+def _centred(height: int, width: int, side: float, flip: bool = False) -> Window:
+    """A ``side`` × ``side`` window in the middle of the image (CenterCrop's rounding)."""
+    size = max(round(side), 1)
+    return Window(round((height - size) / 2), round((width - size) / 2), size, size, flip)
+
+
+def _flip(p: float) -> bool:
+    """RandomHorizontalFlip's draw."""
+    return bool(torch.rand(1) < p)
 
 
 def _to_tensor() -> list[Step]:
@@ -58,6 +101,21 @@ class Augment:
     def __post_init__(self) -> None:
         check_value("augment.eval_crop", self.eval_crop, NUMBER, positive=True)
         check_value("augment.divide_std", self.divide_std, BOOLEAN)
+        # the options' own fields, checked here once for all of them
+        if hasattr(self, "flip"):
+            check_value("augment.flip", self.flip, NUMBER)
+            if not 0 <= self.flip <= 1:
+                raise InvalidArgument(f"augment.flip={self.flip} must be a probability in [0, 1]")
+        scale = getattr(self, "scale", None)
+        if scale is not None and (len(scale) != 2 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in scale)
+                or not 0 < scale[0] <= scale[1]):
+            raise InvalidArgument(f"augment.scale={list(scale)} must be [low, high] with "
+                                  f"0 < low <= high")
+        if hasattr(self, "padding"):
+            check_value("augment.padding", self.padding, INTEGER)
+        if hasattr(self, "reference"):
+            check_value("augment.reference", self.reference, INTEGER, positive=True)
 
     def eval_resize(self, image_size: int) -> int:
         """The shorter side evaluation resizes to: ``round(image_size / eval_crop)``."""
@@ -66,6 +124,17 @@ class Augment:
     def crop(self, image_size: int) -> list[Step]:
         """The training-only steps on the PIL image (random crops, flips)."""
         return [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+
+    def train_window(self, height: int, width: int, image_size: int) -> Window:
+        """:meth:`crop` as a window of a ``height`` × ``width`` image (random draws included)."""
+        return _centred(height, width, min(height, width))
+
+    def eval_window(self, height: int, width: int, image_size: int,
+                    resize: int | None = None) -> Window:
+        """:meth:`eval`'s resize of the shorter side and centre crop, as a window."""
+        shorter = min(height, width)
+        return _centred(height, width, image_size * shorter / (resize or
+                                                               self.eval_resize(image_size)))
 
     def train(self, image_size: int, channels: int, norm: Normalization) -> v2.Compose:
         return v2.Compose([*self.crop(image_size), *_to_tensor(),
@@ -111,6 +180,18 @@ class He2016(Augment):
         return [ScaleJitter(max(low, image_size), max(high, image_size)),
                 v2.RandomCrop(image_size), v2.RandomHorizontalFlip(self.flip)]
 
+    def train_window(self, height: int, width: int, image_size: int) -> Window:
+        low, high = (max(round(s * image_size / self.reference), image_size) for s in self.scale)
+        side = int(torch.randint(low, high + 1, (1,)))
+        scale = min(height, width) / side  # source pixels per resized pixel
+        # v2.Resize(side)'s output size: the longer side truncated
+        resized_h, resized_w = ((side, int(side * width / height)) if height <= width
+                                else (int(side * height / width), side))
+        top = int(torch.randint(0, resized_h - image_size + 1, (1,)))
+        left = int(torch.randint(0, resized_w - image_size + 1, (1,)))
+        size = max(round(image_size * scale), 1)
+        return Window(round(top * scale), round(left * scale), size, size, _flip(self.flip))
+
 
 @dataclass(frozen=True)
 class Inception(Augment):
@@ -125,6 +206,13 @@ class Inception(Augment):
         return [v2.RandomResizedCrop(image_size, scale=self.scale, antialias=True),
                 v2.RandomHorizontalFlip(self.flip)]
 
+    def train_window(self, height: int, width: int, image_size: int) -> Window:
+        # torchvision's own parameter draw, on the image's size only
+        crop = v2.RandomResizedCrop(image_size, scale=self.scale)
+        box = crop.make_params([tv_tensors.BoundingBoxes(
+            torch.zeros(1, 4), format="XYXY", canvas_size=(height, width))])
+        return Window(box["top"], box["left"], box["height"], box["width"], _flip(self.flip))
+
 
 @dataclass(frozen=True)
 class CifarCrop(Augment):
@@ -138,3 +226,12 @@ class CifarCrop(Augment):
         return [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
                 v2.RandomCrop(image_size, padding=self.padding),
                 v2.RandomHorizontalFlip(self.flip)]
+
+    def train_window(self, height: int, width: int, image_size: int) -> Window:
+        # the padding is zeros around the centre crop, not the image around it
+        centre = _centred(height, width, min(height, width))
+        scale = centre.height / image_size
+        top, left = (int(torch.randint(0, 2 * self.padding + 1, (1,))) - self.padding
+                     for _ in range(2))
+        return Window(round(top * scale), round(left * scale), centre.height, centre.width,
+                      _flip(self.flip), (centre.top, centre.left, centre.height, centre.width))

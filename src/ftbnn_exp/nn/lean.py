@@ -39,7 +39,10 @@ class BinaryConvBN(torch.autograd.Function):
 
     Backward recomputes the conv output from the code, then calls the same ATen backward
     kernels autograd would (``native_batch_norm_backward``, ``convolution_backward``), so the
-    gradients equal the unfused graph's.
+    gradients equal the unfused graph's. Under autocast the conv runs in autocast's dtype, as
+    in the unfused graph (forward casts as autocast does; backward, where autocast is off,
+    casts alike and returns the gradients in the inputs' dtypes, as autocast's casts do), and
+    batch norm takes that dtype unchanged, as autocast leaves it on CPU and CUDA.
     """
 
     @staticmethod
@@ -52,7 +55,7 @@ class BinaryConvBN(torch.autograd.Function):
         out, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
             z, bn_weight, bn_bias, running_mean, running_var, True, momentum, eps)
         ctx.save_for_backward(code, weight, bn_weight, save_mean, save_invstd)
-        ctx.conv_args, ctx.eps, ctx.dtype = conv_args, eps, x.dtype
+        ctx.conv_args, ctx.eps, ctx.dtype, ctx.conv_dtype = conv_args, eps, x.dtype, z.dtype
         ctx.has_bn_bias = bn_bias is not None
         return out
 
@@ -60,16 +63,19 @@ class BinaryConvBN(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         code, weight, bn_weight, save_mean, save_invstd = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv_args
-        binary, inside = decode(code, ctx.dtype)
-        z = F.conv2d(binary, weight, None, stride, padding, dilation, groups)
+        binary, inside = decode(code, ctx.conv_dtype)
+        conv_weight = weight.to(ctx.conv_dtype)
+        z = F.conv2d(binary, conv_weight, None, stride, padding, dilation, groups)
         want_bn = bn_weight is not None and ctx.needs_input_grad[2]
         grad_z, grad_bn_weight, grad_bn_bias = torch.ops.aten.native_batch_norm_backward(
             grad_out, z, bn_weight, None, None, save_mean, save_invstd, True, ctx.eps,
             [True, want_bn, ctx.has_bn_bias and ctx.needs_input_grad[3]])
         grad_binary, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_z, binary, weight, None, stride, padding, dilation, False, [0, 0], groups,
+            grad_z, binary, conv_weight, None, stride, padding, dilation, False, [0, 0], groups,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        grad_x = grad_binary * inside if grad_binary is not None else None
+        grad_x = grad_binary.to(ctx.dtype) * inside if grad_binary is not None else None
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
         return (grad_x, grad_weight, grad_bn_weight, grad_bn_bias,
                 None, None, None, None, None, None)
 
@@ -86,12 +92,10 @@ def _bn_momentum(bn: nn.BatchNorm2d) -> float:
 
 def lean_applies(binarize: nn.Module, conv: nn.Module, bn: nn.Module, x: Tensor) -> bool:
     """The lean path is exact for sign-binarized inputs into a scale-free binary conv followed by
-    a training-mode BN, in full precision (autocast picks its own dtypes; we leave it to
-    autograd)."""
+    a training-mode BN, in full precision and under autocast."""
     return (getattr(conv, "lean_backward", False) and type(conv) is BinaryConv2d
             and getattr(binarize, "mode", None) == "sign"
-            and isinstance(bn, nn.BatchNorm2d) and bn.training and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled(x.device.type))
+            and isinstance(bn, nn.BatchNorm2d) and bn.training and torch.is_grad_enabled())
 
 
 def binary_conv_bn(x: Tensor, binarize: BinaryActivation, conv: BinaryConv2d,
