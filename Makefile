@@ -61,7 +61,7 @@ bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain
 bench-data: $(STAMP) ## Input pipeline img/s per data.backend and worker count beside the model's
 	$(PY) -m benchmarks.data $(ARGS)
 
-bench-deploy: $(STAMP) ## Bit-packed C++ binary convs vs PyTorch fp32: per layer and whole network
+bench-deploy: $(STAMP) ## C++ binary convs: per layer vs fp32; whole networks vs OpenVINO/ORT int8, threads, breakdown
 	$(PY) -m benchmarks.deploy $(ARGS)
 
 bench-gpu: $(STAMP) ## One GPU: training modes, data backends, a trainer=gpu run; ARGS=--dry-run on CPU

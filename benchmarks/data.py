@@ -55,8 +55,9 @@ def pipeline_rate(root: Path, workers: int, batch: int, batches: int, backend: s
     dm.setup()
 
     def batches_on_device() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = dm.train_dataloader()  # one loader: its persistent workers start once
         while True:
-            for encoded in dm.train_dataloader():
+            for encoded in loader:
                 yield dm.transfer_batch_to_device(encoded, device, 0)
 
     iterator = batches_on_device()

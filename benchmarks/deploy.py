@@ -1,24 +1,43 @@
-"""Bit-packed binary convolutions (C++ kernels) vs PyTorch fp32, one thread, median of ≥ 100
-runs after warm-up, fp32 measured in the same process in the faster of NCHW and channels_last:
-per layer (targets ≥ 5×) and for the whole FTBNN baseline at 224 px, batch 1 (target ≥ 3×)."""
+"""``make bench-deploy``: the bit-packed C++ kernels against what a user would deploy instead,
+medians of ``--repeats`` runs at batch 1, everything measured side by side in one run.
+
+1. Per layer, 1 thread: our fused binary conv vs ``F.conv2d`` fp32 in its faster layout
+   (target ≥ 5×), every kernel path this CPU has.
+2. Whole networks at 1 thread and at all cores: the FTBNN-18 baseline (fused blocks) and
+   Table 4's derived L18-G1 and L34-G5 at their solved widths (C++ binary convs), beside
+   OpenVINO and ONNX Runtime fp32 and int8 (static QDQ) on torchvision's ResNet-18 and on the
+   same FTBNN-18 (optional: ``pip install 'ftbnn-exp[bench]'``). Targets: FTBNN-18 ≥ 2.5× and
+   L34-G5 ≥ 5× faster than OpenVINO int8 ResNet-18, at 1 thread and at all cores.
+3. Our thread scaling from 1 thread to all cores, and each network's time by layer type
+   (:mod:`ftbnn_exp.deploy.profile`): what holds a target back.
+"""
 
 from __future__ import annotations
 
 import argparse
-import copy
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
+from torch import nn
 
+from benchmarks import peers
 from benchmarks.common import baseline, median_seconds, verdict
+from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d, to_inference
-from ftbnn_exp.nn import BinaryConv2d, FPReLU
+from ftbnn_exp.deploy.profile import breakdown, describe
+from ftbnn_exp.models import family
+from ftbnn_exp.models.derived import derived_ftbnn
+from ftbnn_exp.nn import BinaryConv2d, FPReLU, NonLinearitySchedule
 
-LAYER_TARGET, NETWORK_TARGET = 5.0, 3.0
+LAYER_TARGET, BASELINE_TARGET, DERIVED_TARGET = 5.0, 2.5, 5.0
+DERIVED_ROWS = ((18, 1), (34, 5))
+"""Table 4's rows on the whole-network bench (depth, groups), at the 135M budget."""
 # (channels, size): ResNet-18's four stages at 224 px; 256 at 14×14 is the headline layer.
 STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
@@ -66,24 +85,91 @@ def layer_row(channels: int, size: int, inputs: str, repeats: int
     return layouts[layout], layout, ours, packing
 
 
-def network_row(repeats: int) -> tuple[float, str, dict[str, float]]:
-    """(fp32 eager ms, its layout, ours ms per kernel path): PyTorch's model in the faster of
-    NCHW and channels_last against the same model exported and run fused on the kernels."""
-    model = baseline(224).eval()
-    inference = to_inference(model)
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    model_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x_last = x.contiguous(memory_format=torch.channels_last)
+def networks(image_size: int) -> dict[str, tuple[nn.Module, str]]:
+    """Our networks (float model, its family's fast path): the FTBNN-18 baseline and Table 4's
+    L18-G1 and L34-G5 at the widths the solver gives their 135M rows."""
+    schedule = NonLinearitySchedule("relu", "fprelu")
+    found = {"FTBNN-18 baseline": (baseline(image_size).eval(),
+                                   family("ftbnn_resnet").fast_path)}
+    for depth, groups in DERIVED_ROWS:
+        width = solve_width(depth, groups, 135, image_size=image_size).width
+        model = derived_ftbnn(schedule, width, depth, groups, image_size=image_size).eval()
+        found[f"derived L{depth}-G{groups} (w={width})"] = (model,
+                                                           family("derived_ftbnn").fast_path)
+    return found
+
+
+def thread_counts() -> list[int]:
+    cores = os.cpu_count() or 1
+    return sorted({1, cores, *(2**i for i in range(1, cores.bit_length()) if 2**i < cores)})
+
+
+def whole_networks(image_size: int, repeats: int) -> None:
+    """Sections 2 and 3 of the module docstring."""
+    x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    cores = os.cpu_count() or 1
     ours = {}
-    with torch.no_grad():
-        layouts = {"NCHW": median_ms(lambda: model(x), repeats, 5),
-                   "NHWC": median_ms(lambda: model_last(x_last), repeats, 5)}
-        for path in fast.supported_paths():
-            runner = fast.FastFTBNN(inference, fast.PATHS.index(path))
-            ours[path] = median_ms(partial(runner, x), repeats, 5)
-            assert torch.equal(runner(x).argmax(1), model(x).argmax(1))
-    layout = min(layouts, key=layouts.get)
-    return layouts[layout], layout, ours
+    for name, (model, fast_path) in networks(image_size).items():
+        runner, how = fast.fastest(to_inference(model), fast_path)
+        with torch.no_grad():
+            assert torch.equal(runner(x), to_inference(model)(x)), f"{name}: not exact"
+        ours[name] = (runner, how)
+    lacking = peers.missing()
+    peer_models = None
+    if lacking:
+        print(f"peers: not installed ({', '.join(lacking)}): pip install 'ftbnn-exp[bench]'; "
+              f"their rows are left out")
+    else:
+        peer_models = peers.PeerModels(
+            {"ResNet-18": torchvision.models.resnet18(), "FTBNN-18": baseline(image_size)},
+            image_size)
+    print(f"whole networks, {image_size} px, batch 1, median of {repeats}: ms/image at 1 "
+          f"thread and at all {cores} cores")
+    times: dict[str, dict[int, float]] = {}
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            for name, (runner, how) in ours.items():
+                times.setdefault(f"ours, {name} ({how})", {})[threads] = median_ms(
+                    partial(runner, x), repeats, 5)
+        if peer_models:
+            for engine in peers.ENGINES:
+                for model in ("ResNet-18", "FTBNN-18"):
+                    for precision in ("int8", "fp32"):
+                        run = peer_models.runner(engine, model, precision, threads)
+                        times.setdefault(f"{engine} {precision}, {model}", {})[threads] = \
+                            median_ms(run, repeats, 5)
+    reference = times.get("openvino int8, ResNet-18")
+    for row, by_threads in times.items():
+        cells = "   ".join(f"{ms:7.2f} ms" + (f" ({reference[t] / ms:5.2f}× vs OV int8 R18)"
+                                              if reference else "")
+                           for t, ms in sorted(by_threads.items()))
+        print(f"  {row:52s} {cells}")
+    print("verdicts (vs OpenVINO int8 ResNet-18, same thread count):")
+    for name, target in (("FTBNN-18 baseline", BASELINE_TARGET),
+                         (f"derived L{DERIVED_ROWS[1][0]}-G{DERIVED_ROWS[1][1]}", DERIVED_TARGET)):
+        row = next(r for r in times if r.startswith(f"ours, {name}"))
+        for threads, ms in sorted(times[row].items()):
+            print(f"  {name:22s} {threads:2d} thread(s): " + (
+                verdict(reference[threads] / ms, target, higher_is_better=True) if reference
+                else "no peer to compare with"))
+    print(f"our thread scaling (ms/image, speed-up over 1 thread), threads {thread_counts()}:")
+    for name, (runner, _) in ours.items():
+        cells = []
+        for threads in thread_counts():
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                cells.append(median_ms(partial(runner, x), repeats, 5))
+        print(f"  {name:34s} " + "   ".join(f"{t} → {ms:6.2f} ms ({cells[0] / ms:4.2f}×)"
+                                           for t, ms in zip(thread_counts(), cells,
+                                                            strict=True)))
+    print("where the time goes (profiled, ms/image by layer type):")
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        for name, (runner, _) in ours.items():
+            print(f"  {name:34s} {threads:2d} thread(s): "
+                  f"{describe(breakdown(runner, x, repeats=10))}")
+    torch.set_num_threads(1)
 
 
 def judged(path: str, ratio: float, target: float) -> str:
@@ -96,11 +182,21 @@ def judged(path: str, ratio: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--no-layers", action="store_true", help="whole networks only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if fast.kernels() is None:
         raise SystemExit("error: the C++ kernels could not be built here (see the warning)")
-    print(f"binary conv 3×3/1, batch 1, 1 thread, median of {args.repeats} ({cpu_description()})")
+    print(f"{cpu_description()}; {os.cpu_count()} cores")
+    if not args.no_layers:
+        layers(args.repeats)
+    whole_networks(args.image_size, args.repeats)
+
+
+def layers(repeats: int) -> None:
+    """Section 1 of the module docstring."""
+    print(f"binary conv 3×3/1, batch 1, 1 thread, median of {repeats}")
     print("fp32: F.conv2d, the faster of NCHW and NHWC (channels_last); ours: packed input -> "
           "popcount conv -> BN scale/bias + residual + FPReLU -> float output + packed output "
           "for the next conv (packing a float input: own column)")
@@ -109,23 +205,15 @@ def main() -> None:
     best = fast.PATHS[fast.best_path()]
     others = []
     for name, channels, size, inputs in rows:
-        fp32, layout, ours, packing = layer_row(channels, size, inputs, args.repeats)
+        fp32, layout, ours, packing = layer_row(channels, size, inputs, repeats)
         print(f"  {name:22s} {inputs:5s} fp32 {layout} {fp32:7.3f} ms   ours {ours[best]:7.3f} "
               f"ms   {verdict(fp32 / ours[best], LAYER_TARGET, higher_is_better=True)}   "
               f"(packing a float input {packing:.3f} ms)")
         others += [(name, inputs, path, fp32 / ms) for path, ms in ours.items() if path != best]
-    fp32, layout, ours = network_row(args.repeats)
-    print(f"  FTBNN-18 baseline, 224 px   fp32 eager {layout} {fp32:7.2f} ms/image   ours "
-          f"{ours[best]:7.2f} ms/image   "
-          f"{verdict(fp32 / ours[best], NETWORK_TARGET, higher_is_better=True)}")
     print(f"the slower paths, for CPUs without {best} (same fp32 times; the targets are set "
           f"for AVX-512 CPUs):")
     for name, inputs, path, ratio in others:
         print(f"  {name:22s} {inputs:5s} {path:17s} {judged(path, ratio, LAYER_TARGET)}")
-    for path, ms in ours.items():
-        if path != best:
-            print(f"  FTBNN-18 baseline, 224 px   {path:17s} {ms:7.2f} ms/image   "
-                  f"{judged(path, fp32 / ms, NETWORK_TARGET)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,3 +40,18 @@ def test_memory_benchmark_counts_both_models():
     assert len(rows) == 6 and all("Appendix E" in row and "ratio" in row for row in rows[1:3])
     assert rows[3].startswith("under bf16 autocast")
     assert all("lean" in row and "plain graph" in row for row in rows[4:])
+
+
+@pytest.mark.slow
+def test_deploy_benchmark_prints_peers_or_says_why_not_verdicts_scaling_and_breakdown():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.deploy", "--no-layers",
+                           "--image-size", "64", "--repeats", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert ("openvino int8, ResNet-18" in out) != ("peers: not installed" in out)
+    for row in ("ours, FTBNN-18 baseline (fused blocks)", "ours, derived L18-G1",
+                "ours, derived L34-G5", "our thread scaling", "where the time goes"):
+        assert row in out, row
+    assert out.count("target ≥ ") == 2 * len({1, os.cpu_count() or 1})
+    assert out.count("binary convs ") == 3 * len({1, os.cpu_count() or 1})

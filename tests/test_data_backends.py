@@ -176,8 +176,8 @@ def test_an_undecodable_jpeg_is_named_or_skipped(tmp_path, backend):
 
 
 def test_a_bad_backend_and_a_missing_dali_are_one_line_errors(tmp_path, monkeypatch):
-    with pytest.raises(InvalidArgument, match=re.escape("data.backend='gpu' is not allowed; allowed: "
-                                              "pil, torchvision, dali")):
+    message = "data.backend='gpu' is not allowed; allowed: pil, torchvision, dali"
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
         FolderDataModule(root=str(tmp_path), backend="gpu")
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # an import that fails
     root = photo_folder(tmp_path / "photos")

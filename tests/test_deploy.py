@@ -3,6 +3,7 @@ trained model verifies, and Appendix B's example comes out as the paper says."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -203,3 +204,13 @@ def test_trained_model_verifies_exactly(tmp_path, model):
     assert timed.returncode == 0, timed.stderr[-2000:]
     assert re.search(r"PyTorch fp32 [\d.]+ ms/image, export \(.+\) [\d.]+ ms/image",
                      timed.stdout)
+    counts = re.findall(r"batch 1, (\d+) thread\(s\)", timed.stdout)
+    assert counts == [str(n) for n in sorted({1, os.cpu_count() or 1})], timed.stdout
+    assert timed.stdout.count("export by layer type: ") == len(counts)
+    if fast.kernels() is not None:
+        assert "binary convs " in timed.stdout
+        loose = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "verify",
+                                str(run_dir / "checkpoints" / "last.ckpt"), "--batches", "1",
+                                "--stem", "bf16"], capture_output=True, text=True, timeout=600)
+        assert loose.returncode == 0, loose.stderr[-2000:]
+        assert "with the bf16 stem (opt-in, not bit-exact)" in loose.stdout

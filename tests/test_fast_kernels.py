@@ -93,10 +93,12 @@ def test_fused_output_equals_pytorch_and_packs_the_next_input(path, nonlinear, g
     _check_fused(path, nonlinear, (64, 64, 1, 1, 9, 2), generator)
 
 
-# (in, out, stride, groups, size, next groups): channels in 16s or not (the one-pass AVX-512
-# output step or the general one), next groups with partial words, grouped convs
+# (in, out, stride, groups, size, next groups): channels in 16s or not (the AVX-512 output
+# step's full and masked pieces; the general step on the other paths), next groups with
+# partial words, grouped convs
 FUSED_SHAPES = [(64, 64, 1, 1, 9, 1), (64, 128, 2, 1, 9, 1), (130, 70, 1, 1, 6, 2),
-                (48, 48, 1, 3, 7, 3), (40, 40, 2, 8, 8, 8), (96, 96, 1, 1, 5, 2)]
+                (48, 48, 1, 3, 7, 3), (40, 40, 2, 8, 8, 8), (96, 96, 1, 1, 5, 2),
+                (127, 127, 1, 1, 6, 1), (90, 90, 1, 5, 6, 5), (180, 180, 2, 5, 7, 5)]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -122,3 +124,114 @@ def test_fast_baseline_predicts_as_the_exported_model(generator):
     accelerated = fast.accelerate(to_inference(model))
     with torch.no_grad():
         assert torch.equal(accelerated(x), reference)
+
+
+def test_kernels_run_on_every_thread_and_give_the_same_bits_at_any_count(generator):
+    """The kernels are built with OpenMP (ATen's parallel_for otherwise runs serially), and
+    each output is one thread's work in one order: 1 and 2 threads give identical kernel
+    results, and the whole network equals the reference engine at either count (PyTorch's
+    own real-valued layers may round differently from one thread count to another)."""
+    from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.models import ftbnn_resnet
+    from ftbnn_exp.nn import NonLinearitySchedule
+
+    before = torch.get_num_threads()
+    model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=10,
+                         image_size=64).eval()
+    inference = to_inference(model)
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    _, packed = _conv(64, 128, 2, 2, generator)
+    bn, act = FoldedBatchNorm2d(128), FPReLU(128)
+    with torch.no_grad():
+        bn.scale.uniform_(0.5, 2, generator=generator)
+        act.negative.uniform_(-1, 1, generator=generator)
+    signs = _input("bipolar", 64, 13, generator)
+    try:
+        results = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert fast.kernels().parallel_threads() == threads
+            with torch.no_grad():
+                reference = inference(x)
+                for path in PATHS:
+                    runner = fast.FastFTBNN(inference, fast.PATHS.index(path))
+                    assert torch.equal(runner(x), reference) and torch.equal(runner(x),
+                                                                             reference)
+            results[threads] = [
+                fast.FastBinaryConv(packed, fast.PATHS.index(path)).fuse(bn, act, 2)(signs)
+                for path in PATHS]
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(results[1], results[2], strict=True):
+        assert len(one) == 4 and all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+@pytest.mark.parametrize(("num_classes", "size"), [(10, 96), (1000, 96)])
+def test_fast_baseline_is_exact_where_nhwc_shortcuts_round_differently(num_classes, size):
+    """At 96 px a 1×1 shortcut conv at 6×6 sums in another order in NHWC memory on some
+    CPUs: the runner keeps such parts in NCHW (checked per shape), the logits stay exact."""
+    from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.models import ftbnn_resnet
+    from ftbnn_exp.nn import NonLinearitySchedule
+
+    torch.manual_seed(0)
+    model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=num_classes,
+                         image_size=224).eval()
+    inference = to_inference(model)
+    runner = fast.FastFTBNN(inference)
+    for batch in (1, 2):
+        x = torch.randn(batch, 3, size, size)
+        with torch.no_grad():
+            reference = inference(x)
+            assert torch.equal(runner(x), reference)  # the first call, layouts compared
+            assert torch.equal(runner(x), reference)  # the chosen layouts
+
+
+@pytest.mark.parametrize(("depth", "groups", "width", "size"), [
+    (18, 1, 32, 64), (34, 5, 40, 64), (18, 3, 24, 32), (18, 8, 32, 64)])
+def test_fast_derived_model_equals_the_export_on_every_path(depth, groups, width, size):
+    """Table 4's models fused whole: the bridge, group convs (G = 1, 3, 5, 8), copy-and-paste
+    reductions, ImageNet and small-input stems."""
+    from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.models.derived import derived_ftbnn
+    from ftbnn_exp.nn import NonLinearitySchedule
+
+    generator = torch.Generator().manual_seed(depth * groups)
+    model = derived_ftbnn(NonLinearitySchedule("relu", "fprelu"), width, depth, groups,
+                          num_classes=10, image_size=size)
+    for module in model.modules():  # BN statistics away from the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.3, generator=generator)
+    inference = to_inference(model.eval())
+    runner, how = fast.fastest(inference, "network")
+    assert isinstance(runner, fast.FastDerived) and how == "fused blocks"
+    x = torch.randn(2, 3, size, size, generator=generator)
+    with torch.no_grad():
+        reference = inference(x)
+        for path in PATHS:
+            fused = fast.FastDerived(inference, fast.PATHS.index(path))
+            assert torch.equal(fused(x), reference), path
+            assert torch.equal(fused(x), reference), path
+
+
+def test_breakdown_names_every_part_of_the_fused_and_the_layer_runners(generator):
+    from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.deploy.profile import breakdown, part_of
+    from ftbnn_exp.models import ftbnn_resnet
+    from ftbnn_exp.nn import NonLinearitySchedule
+
+    model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=10,
+                         image_size=96).eval()
+    x = torch.randn(1, 3, 96, 96, generator=generator)
+    fused = breakdown(fast.FastFTBNN(to_inference(model)), x, repeats=2)
+    assert {"stem", "binary convs", "shortcuts", "pooling + fc"} <= set(fused)
+    layers = breakdown(fast.accelerate(to_inference(model)), x, repeats=2)
+    assert {"binary convs", "packing", "real convs", "output steps", "pooling", "fc"} <= set(
+        layers)
+    assert all(ms > 0 for ms in (*fused.values(), *layers.values()))
+    assert [part_of(n) for n in ("aten::conv2d", "aten::batch_norm", "aten::max_pool2d",
+                                 "aten::linear", "ftbnn::bconv", "aten::cat")] == [
+        "real convs", "output steps", "pooling", "fc", "binary convs", "other"]

@@ -48,6 +48,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         self.prefetch_factor = prefetch_factor
         self.collate_fn: Callable | None = None
+        # how loader workers start (None: the platform's default, fork on Linux)
+        self.multiprocessing_context: str | None = None
         # Where a data set may list the samples it skipped (see ``use_run_dir``).
         self.skipped_log: Path | None = None
         self.train_set: Dataset | Subset | None = None
@@ -72,6 +74,8 @@ class ClassificationDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             drop_last=False,
             collate_fn=self.collate_fn,
+            multiprocessing_context=(self.multiprocessing_context if self.num_workers > 0
+                                     else None),
         )
 
     def use_run_dir(self, run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,14 @@ def stratified_holdout(targets: Sequence[int], fraction: float, seed: int
     return sorted(train), sorted(val)
 
 
+def draw_window(augment: Augment, image_size: int, train: bool, eval_resize: int | None,
+                height: int, width: int) -> Window:
+    """The window of one ``height`` × ``width`` image for a split (random when ``train``)."""
+    if train:
+        return augment.train_window(height, width, image_size)
+    return augment.eval_window(height, width, image_size, eval_resize)
+
+
 class FolderDataModule(ClassificationDataModule):
     """Train on ``root/train``, validate on ``root/val`` (or a hold-out), test on ``root/test``
     (or val). ``image_size`` is the training crop; ``augment`` (an ``augment=`` option) makes the
@@ -141,6 +149,10 @@ class FolderDataModule(ClassificationDataModule):
         self.skip_corrupt = skip_corrupt
         if backend != "pil":
             self.collate_fn = collate_encoded
+        if backend == "dali":
+            # workers forked from a process that runs DALI's threads may crash (seen: SIGSEGV
+            # in a worker forked after a pipeline was built); a fork server starts them clean
+            self.multiprocessing_context = "forkserver"
         elif skip_corrupt:
             self.collate_fn = collate_present
 
@@ -225,12 +237,8 @@ class FolderDataModule(ClassificationDataModule):
 
     def encoded_set(self, split: str, train: bool) -> EncodedImages:
         """The split's files for a device backend, each with its window drawn in the worker."""
-        size, augment = self.spec.image_size, self.augment
-
-        def window(height: int, width: int) -> Window:
-            return (augment.train_window(height, width, size) if train else
-                    augment.eval_window(height, width, size, self.eval_resize))
-
+        window = partial(draw_window, self.augment, self.spec.image_size, train,
+                         self.eval_resize)  # picklable, for workers that are not forked
         folder = CheckedImageFolder(Path(self.root) / split, None, self.spec.in_channels,
                                     None, self.classes)
         return EncodedImages(folder.samples, window, self.skipped_log)

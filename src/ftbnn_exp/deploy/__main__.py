@@ -4,7 +4,8 @@
 beside the checkpoint's. ``verify`` checks, on the run's own test data, that every binary conv
 computed with bit operations equals PyTorch's exactly and that the exported model predicts the
 same top-1; it prints a table and exits with 1 if anything differs. ``bench`` times the export
-on the C++ kernels against the PyTorch model on this machine.
+on the C++ kernels against the PyTorch model on this machine, at 1 thread and at all cores
+(``--threads``), and where the export's time goes by layer type.
 """
 
 from __future__ import annotations
@@ -40,29 +41,42 @@ def _parser() -> argparse.ArgumentParser:
                           help="test batches to use (default: the whole test split)")
     checking.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
                           help="data overrides, e.g. data.root=/my/imagenet data.batch_size=8")
-    timing = commands.add_parser("bench", help="exported model (C++ kernels) vs PyTorch, 1 thread")
+    for command in (checking, timing := commands.add_parser(
+            "bench", help="exported model (C++ kernels) vs PyTorch, by thread count, with "
+            "the time by layer type")):
+        command.add_argument("--stem", choices=fast.STEM_PRECISIONS, default="fp32",
+                             help="the fused runners' stem: fp32 (exact, default) or bf16 "
+                                  "(opt-in, faster, not bit-exact)")
     timing.add_argument("checkpoint")
     timing.add_argument("--repeats", type=int, default=30)
+    timing.add_argument("--threads", type=int, nargs="*", default=None,
+                        help="thread counts to time (default: 1 and all cores)")
     return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
-    """Milliseconds per image, batch 1, one thread: the float model in PyTorch eval against
-    its export on the C++ kernels (fused for the baseline, per conv otherwise)."""
+    """Milliseconds per image, batch 1, at each thread count: the float model in PyTorch eval
+    against its export on the C++ kernels (fused for the baseline, per conv otherwise), and
+    the export's time by layer type."""
+    import os
     import statistics
     import time
 
     import torch
 
     from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.deploy.profile import breakdown, describe
 
     checkpoint = load_checkpoint(args.checkpoint)
     metadata = checkpoint["ftbnn_exp"]
     model = model_from_checkpoint(checkpoint)
     spec = data_module(metadata).spec
     inference = to_inference(model)
-    runner, how = fast.fastest(inference, family(model_spec(metadata).family).fast_path)
-    torch.set_num_threads(1)
+    runner, how = fast.fastest(inference, family(model_spec(metadata).family).fast_path,
+                               stem_precision=args.stem)
+    threads = args.threads or sorted({1, os.cpu_count() or 1})
+    if any(t < 1 for t in threads):
+        raise UserError(f"--threads {threads}: thread counts must be positive")
     x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
 
     def ms(run) -> float:
@@ -75,10 +89,17 @@ def _bench(args: argparse.Namespace) -> int:
                 times.append(time.perf_counter() - start)
         return 1e3 * statistics.median(times)
 
-    pytorch, ours = ms(model), ms(runner)
-    print(f"{metadata['run_name']} at {spec.image_size} px, batch 1, 1 thread, median of "
-          f"{args.repeats}: PyTorch fp32 {pytorch:.3f} ms/image, export ({how}) {ours:.3f} "
-          f"ms/image, {pytorch / ours:.2f}×")
+    before = torch.get_num_threads()
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            pytorch, ours = ms(model), ms(runner)
+            print(f"{metadata['run_name']} at {spec.image_size} px, batch 1, {count} thread(s), "
+                  f"median of {args.repeats}: PyTorch fp32 {pytorch:.3f} ms/image, export "
+                  f"({how}) {ours:.3f} ms/image, {pytorch / ours:.2f}×")
+            print(f"  export by layer type: {describe(breakdown(runner, x))}")
+    finally:
+        torch.set_num_threads(before)
     return 0
 
 
@@ -102,12 +123,18 @@ def _run(args: argparse.Namespace) -> int:
     table, passed = verify_table(checks, summary)
     print(table)
     images = next(iter(datamodule.test_dataloader()))[0]
-    paths = fast.check_paths(inference, images, family(model_spec(metadata).family).fast_path)
-    if paths:
+    paths = fast.check_paths(inference, images, family(model_spec(metadata).family).fast_path,
+                             args.stem)
+    if paths and args.stem == "fp32":
         print(f"C++ kernels vs the reference engine, logits on {len(images)} test images: "
-              + ", ".join(f"{path} {'exact' if same else 'DIFFERENT'}"
-                          for path, same in paths.items()))
-        passed = passed and all(paths.values())
+              + ", ".join(f"{path} {'exact' if exact else 'DIFFERENT'}"
+                          for path, (exact, _) in paths.items()))
+        passed = passed and all(exact for exact, _ in paths.values())
+    elif paths:  # the opt-in bf16 stem: reported, never exact by promise
+        print(f"C++ kernels with the bf16 stem (opt-in, not bit-exact) vs the reference engine "
+              f"on {len(images)} test images: "
+              + ", ".join(f"{path} {'exact' if exact else 'not bit-exact'}, top-1 the same on "
+                          f"{100 * same:.1f} %" for path, (exact, same) in paths.items()))
     else:
         print("C++ kernels: not available here; the reference engine is used")
     print(describe_sizes(sizes))

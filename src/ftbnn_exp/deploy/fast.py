@@ -3,7 +3,9 @@
 Built on first use with torch's extension tooling and cached by torch. Without a working
 compiler the package falls back to the exact PyTorch reference (:mod:`bitops`), saying so once.
 Instruction-set paths (AVX-512 VPOPCNTDQ, AVX-512BW, AVX2, scalar POPCNT) are chosen at run
-time from the CPU's features; every path is bit-exact against the reference (tests).
+time from the CPU's features; every path is bit-exact against the reference (tests). The
+kernels split output pixels over torch's intra-op threads (``torch.set_num_threads``); each
+output is computed by one thread in one order, so any thread count gives the same bits.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from ftbnn_exp.deploy.bitops import pack
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d
@@ -36,8 +39,10 @@ def kernels() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
+        # -fopenmp: without it ATen's parallel_for runs the whole range on the calling thread
         return load(name="ftbnn_bconv", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+                    extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # no compiler, no headers, not x86-64: all mean "reference"
         warnings.warn(f"ftbnn_exp: the C++ binary-conv kernels could not be built "
                       f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
@@ -124,7 +129,8 @@ class FastBinaryConv:
 
     def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
-        return tuple(self.ops.pack_nhwc(x, self.conv.groups))
+        with record_function("ftbnn::pack"):
+            return tuple(self.ops.pack_nhwc(x, self.conv.groups))
 
     def inputs(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None,
                counts: Tensor | None) -> tuple[Tensor, Tensor, int]:
@@ -142,8 +148,9 @@ class FastBinaryConv:
         """The raw integer conv of ``x``; ``planes`` and ``counts``: ``x`` already packed."""
         xs, xn, kind = self.inputs(x, planes, counts)
         empty = torch.empty(0)
-        return self.ops.bconv(xs, xn, self.ws, self.wn, *self.shape, kind, self.path, empty,
-                              empty, empty, 0, empty, empty, 0)
+        with record_function("ftbnn::bconv"):
+            return self.ops.bconv(xs, xn, self.ws, self.wn, *self.shape, kind, self.path, empty,
+                                  empty, empty, 0, empty, empty, 0)
 
     def fuse(self, bn: FoldedBatchNorm2d, nonlinear: nn.Module | None = None,
              next_groups: int = 0) -> FusedBinaryConv:
@@ -171,9 +178,10 @@ class FusedBinaryConv:
         here). A channels_last ``residual`` is read in place."""
         c = self.conv
         xs, xn, kind = c.inputs(x, planes, counts)
-        return c.ops.bconv(xs, xn, c.ws, c.wn, *c.shape, kind, c.path, self.scale, self.bias,
-                           self.empty if residual is None else residual, self.act,
-                           self.negative, self.positive, self.next_groups)
+        with record_function("ftbnn::bconv"):
+            return c.ops.bconv(xs, xn, c.ws, c.wn, *c.shape, kind, c.path, self.scale,
+                               self.bias, self.empty if residual is None else residual,
+                               self.act, self.negative, self.positive, self.next_groups)
 
 
 class KernelBinaryConv2d(nn.Module):
@@ -207,7 +215,8 @@ class FastFTBNN:
     so activations reach each binary conv already packed. Stem, real shortcuts, pooling and FC
     stay PyTorch float."""
 
-    def __init__(self, inference: nn.Module, path: int | None = None) -> None:
+    def __init__(self, inference: nn.Module, path: int | None = None,
+                 stem_precision: str = "fp32") -> None:
         from ftbnn_exp.models.ftbnn import BasicBlock
 
         self.model = inference.eval()
@@ -217,48 +226,172 @@ class FastFTBNN:
                       and not b.bn.conv_scale.numel() for b in self.blocks)
         if not self.blocks or not fusable:
             raise ValueError("FastFTBNN runs exported FTBNN baselines (scale-free BasicBlocks)")
+        self.stem = stem(inference.stem, stem_precision)
         next_groups = [block.conv.groups for block in self.blocks[1:]] + [0]
         self.kernels = [FastBinaryConv(block.conv, path).fuse(block.bn, block.nonlinear, groups)
                         for block, groups in zip(self.blocks, next_groups, strict=True)]
+        self.shortcuts = [ExactLayout(block.downsample) if block.downsample is not None
+                          else None for block in self.blocks]
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
         model = self.model
-        for layer in model.stem:
-            if isinstance(layer, nn.MaxPool2d):
-                # ATen's NCHW max-pool is slow on one core; NHWC gives the same maxima.
-                x = layer(x.contiguous(memory_format=torch.channels_last))
-            else:
-                x = layer(x)
+        with record_function("ftbnn::stem"):
+            x = self.stem(x)
         planes = counts = None
-        for block, kernel in zip(self.blocks, self.kernels, strict=True):
-            shortcut = x if block.downsample is None else block.downsample(x)
+        for kernel, downsample in zip(self.kernels, self.shortcuts, strict=True):
+            shortcut = x
+            if downsample is not None:
+                with record_function("ftbnn::shortcut"):
+                    shortcut = downsample(x)
             out = kernel(x, planes, counts, residual=shortcut)
             x = out[0]
             planes, counts = ((out[1], out[2]), out[3]) if kernel.next_groups else (None, None)
-        # the kernels leave x channels_last; ATen's average pool sums NCHW in another order
+        return head(model, x)
+
+
+class FastDerived:
+    """An exported derived model (Fig. 4) run fused on the C++ kernels: the bridge's binary
+    conv with its BN, every normal block's group conv with BN, residual and non-linear module,
+    each leaving the next normal block's input packed by groups. A reduction block's input is
+    doubled (copy and paste) and packed by its own groups; its pooled shortcut is read in
+    place. Stem, pooling and FC stay PyTorch float."""
+
+    def __init__(self, inference: nn.Module, path: int | None = None,
+                 stem_precision: str = "fp32") -> None:
+        from ftbnn_exp.models.derived import NormalBlock, ReductionBlock
+
+        self.model = inference.eval()
+        self.stem = stem(inference.stem, stem_precision)
+        self.blocks = [block for stage in inference.stages for block in stage]
+        if not all(isinstance(b, NormalBlock | ReductionBlock) for b in self.blocks):
+            raise ValueError("FastDerived runs exported derived models (Fig. 4 blocks)")
+        bridge = inference.bridge
+        convs = [bridge[1]] + [block.conv for block in self.blocks]
+        norms = [bridge[2]] + [block.bn for block in self.blocks]
+        acts = [None] + [block.nonlinear for block in self.blocks]
+        # a block packs its output for the next only where that input is not doubled first
+        follows = [0 if isinstance(b, ReductionBlock) else b.conv.groups
+                   for b in self.blocks] + [0]
+        self.kernels = [FastBinaryConv(conv, path).fuse(bn, act, groups)
+                        for conv, bn, act, groups in zip(convs, norms, acts, follows,
+                                                         strict=True)]
+        self.shortcuts = {block: ExactLayout(partial(pooled_twice, block.pool))
+                          for block in self.blocks if isinstance(block, ReductionBlock)}
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        model = self.model
+        with record_function("ftbnn::stem"):
+            x = self.stem(x)
+        bridge, *kernels = self.kernels
+        out = bridge(x)
+        for block, kernel in zip(self.blocks, kernels, strict=True):
+            x = out[0]
+            if block.conv.stride == 1:
+                planes, counts = (out[1], out[2]), out[3]
+                out = kernel(None, planes, counts, residual=x)
+                continue
+            with record_function("ftbnn::shortcut"):
+                shortcut = self.shortcuts[block](x)
+            out = kernel(torch.cat([x, x], dim=1), residual=shortcut)
+        return head(model, out[0])
+
+
+class ExactLayout:
+    """A real-valued part of the network (stem, shortcut) run in NHWC memory where that gives
+    the bits of NCHW, the reference engine's layout: oneDNN's NHWC convolutions are about
+    twice as fast on one core, but whether they sum in the NCHW order depends on the CPU and
+    the shape (a 1×1 conv at 6×6 did not, on a CPU where 56×56 did). So each input shape's
+    first call runs both layouts and compares them bit for bit; NHWC is used from then on only
+    where they agreed."""
+
+    def __init__(self, run: Callable[[Tensor], Tensor]) -> None:
+        self.run = run
+        self.nhwc_exact: dict[tuple[int, ...], bool] = {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        shape = tuple(x.shape)
+        if shape not in self.nhwc_exact:
+            nchw = self.run(x.contiguous())
+            nhwc = self.run(x.contiguous(memory_format=torch.channels_last))
+            self.nhwc_exact[shape] = torch.equal(nchw, nhwc)
+            return nchw
+        layout = torch.channels_last if self.nhwc_exact[shape] else torch.contiguous_format
+        return self.run(x.contiguous(memory_format=layout))
+
+
+STEM_PRECISIONS = ("fp32", "bf16")
+
+
+def stem(layers: nn.Module, precision: str = "fp32") -> Callable[[Tensor], Tensor]:
+    """The stem as the export runs it, its max-pool always in NHWC memory (ATen's NCHW
+    max-pool is slow on one core; maxima are exact in any order). ``bf16``, opt-in: the stem
+    under bf16 autocast (AMX / AVX-512 BF16 through oneDNN), several times faster and not
+    bit-exact: a sign near 0 may flip downstream (``deploy verify --stem bf16`` says how much
+    the predictions move)."""
+    if precision not in STEM_PRECISIONS:
+        raise ValueError(f"stem precision {precision!r}; allowed: {', '.join(STEM_PRECISIONS)}")
+
+    def run(x: Tensor) -> Tensor:
+        for layer in layers:
+            if isinstance(layer, nn.MaxPool2d):
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = layer(x)
+        return x
+
+    if precision == "fp32":
+        return ExactLayout(run)
+
+    def run_bf16(x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return run(x.contiguous(memory_format=torch.channels_last)).float()
+
+    return run_bf16
+
+
+def pooled_twice(pool: nn.Module, x: Tensor) -> Tensor:
+    """A reduction block's shortcut: the pooled input, copied and pasted (Fig. 3)."""
+    pooled = pool(x)
+    return torch.cat([pooled, pooled], dim=1)
+
+
+def head(model: nn.Module, x: Tensor) -> Tensor:
+    """Global average pool and FC; the kernels leave ``x`` channels_last, and ATen's average
+    pool sums NCHW memory in another order."""
+    with record_function("ftbnn::head"):
         return model.fc(torch.flatten(model.pool(x.contiguous()), 1))
 
 
-def fastest(inference: nn.Module, fast_path: str, path: int | None = None
-            ) -> tuple[Callable[[Tensor], Tensor], str]:
+def fastest(inference: nn.Module, fast_path: str, path: int | None = None,
+            stem_precision: str = "fp32") -> tuple[Callable[[Tensor], Tensor], str]:
     """The fastest exact way to run an export, and its name, for its family's ``fast_path``
-    trait: ``network``, the blocks fused (:class:`FastFTBNN`); ``layers``, the binary convs on
+    trait: ``network``, the blocks fused (:class:`FastFTBNN`, :class:`FastDerived`; with
+    ``stem_precision="bf16"`` not exact, see :func:`stem`); ``layers``, the binary convs on
     the kernels (:func:`accelerate`); the export itself (reference engine) without kernels."""
+    from ftbnn_exp.models.derived import DerivedFTBNN
+
     if kernels() is None:
         return inference, "reference engine"
     if fast_path == "network":
-        return FastFTBNN(inference, path), "fused blocks"
+        runner = FastDerived if isinstance(inference, DerivedFTBNN) else FastFTBNN
+        name = "fused blocks" + (", bf16 stem (not bit-exact)" if stem_precision == "bf16"
+                                 else "")
+        return runner(inference, path, stem_precision), name
     return accelerate(inference, path), "C++ binary convs"
 
 
-def check_paths(inference: nn.Module, images: Tensor, fast_path: str) -> dict[str, bool]:
-    """Whether each instruction-set path of this CPU gives the reference engine's logits on
-    ``images`` bit for bit (empty without the kernels)."""
+def check_paths(inference: nn.Module, images: Tensor, fast_path: str,
+                stem_precision: str = "fp32") -> dict[str, tuple[bool, float]]:
+    """Per instruction-set path of this CPU: whether it gives the reference engine's logits on
+    ``images`` bit for bit, and the share of images with the same top-1 (empty without the
+    kernels)."""
     results = {}
     with torch.no_grad():
         reference = inference(images)
         for path in supported_paths():
-            runner, _ = fastest(inference, fast_path, PATHS.index(path))
-            results[path] = torch.equal(runner(images), reference)
+            runner, _ = fastest(inference, fast_path, PATHS.index(path), stem_precision)
+            logits = runner(images)
+            same = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+            results[path] = (torch.equal(logits, reference), same)
     return results

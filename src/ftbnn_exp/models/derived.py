@@ -173,7 +173,8 @@ class DerivedFTBNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_family("derived_ftbnn", takes_schedule=True, convention="paper", solved_width=True)
+@register_family("derived_ftbnn", takes_schedule=True, convention="paper", solved_width=True,
+                 fast_path="network")
 def derived_ftbnn(
     schedule: NonLinearitySchedule,
     width: int,

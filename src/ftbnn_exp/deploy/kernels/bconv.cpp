@@ -19,8 +19,10 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstdint>
+#include <cstring>
 #include <algorithm>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -130,8 +132,9 @@ void finish_pixels_any(const Args& a, int64_t first, int64_t pixels, const int64
               a.next_n + first * a.G2 * a.Wg2, counts, a.avx512);
 }
 
-// The same output step in one pass, 16 channels at a time, where channels come in 16s (and
-// 16s of each next group): the bits of 16 channels are one 16-bit piece of a plane word.
+// The same output step in one pass, 16 channels at a time (a masked tail where a group's
+// channels are not a multiple of 16): the bits of 16 channels are one 16-bit piece of a
+// plane word.
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
 void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
                           int64_t* counts) {
@@ -153,26 +156,30 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
     const int64_t groups = ps ? a.G2 : 1, per_group = O / groups;
     for (int64_t g2 = 0; g2 < groups; ++g2) {
       for (int64_t c = 0; c < per_group; c += 16) {
-        const int64_t o = g2 * per_group + c;
-        const __m256 low = _mm512_cvtepi64_ps(_mm512_loadu_si512((const void*)(v + o)));
-        const __m256 high = _mm512_cvtepi64_ps(_mm512_loadu_si512((const void*)(v + o + 8)));
+        const int64_t o = g2 * per_group + c, n = std::min<int64_t>(16, per_group - c);
+        const __mmask16 live = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+        const __m256 low = _mm512_cvtepi64_ps(
+            _mm512_maskz_loadu_epi64((__mmask8)(live & 0xff), (const void*)(v + o)));
+        const __m256 high = _mm512_cvtepi64_ps(
+            _mm512_maskz_loadu_epi64((__mmask8)(live >> 8), (const void*)(v + o + 8)));
         __m512 t = _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1);
-        t = _mm512_mul_ps(t, _mm512_loadu_ps(a.scale + o));
-        t = _mm512_add_ps(t, _mm512_loadu_ps(a.bias + o));
-        if (r) t = _mm512_add_ps(t, _mm512_loadu_ps(r + o));
-        const __mmask16 above = _mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ);
+        t = _mm512_mul_ps(t, _mm512_maskz_loadu_ps(live, a.scale + o));
+        t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(live, a.bias + o));
+        if (r) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(live, r + o));
+        const __mmask16 above = _mm512_mask_cmp_ps_mask(live, t, zero, _CMP_GT_OQ);
         if (a.act == 1) t = _mm512_maskz_mov_ps(above, t);
         else if (a.act == 2)
-          t = _mm512_mul_ps(t, _mm512_mask_blend_ps(above, _mm512_loadu_ps(a.neg + o),
-                                                    _mm512_loadu_ps(a.pos + o)));
-        _mm512_storeu_ps(y + o, t);
+          t = _mm512_mul_ps(t, _mm512_mask_blend_ps(above, _mm512_maskz_loadu_ps(live, a.neg + o),
+                                                    _mm512_maskz_loadu_ps(live, a.pos + o)));
+        _mm512_mask_storeu_ps(y + o, live, t);
         if (!ps) continue;
-        const __mmask16 is_zero = _mm512_cmp_ps_mask(t, zero, _CMP_EQ_OQ);
+        const __mmask16 is_zero = _mm512_mask_cmp_ps_mask(live, t, zero, _CMP_EQ_OQ);
         const int64_t at = g2 * a.Wg2 * 4 + c / 16;  // 16-bit piece of the group's words
-        ps[at] = (uint16_t)_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ);
-        pn[at] = (uint16_t)_knot_mask16(is_zero);  // NaN counts as nonzero, as in pack_word
-        negatives = _mm512_mask_add_epi32(negatives, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ),
-                                          negatives, one);
+        ps[at] = (uint16_t)_mm512_mask_cmp_ps_mask(live, t, zero, _CMP_GT_OQ);
+        // NaN counts as nonzero, as in pack_word
+        pn[at] = (uint16_t)(_knot_mask16(is_zero) & live);
+        negatives = _mm512_mask_add_epi32(
+            negatives, _mm512_mask_cmp_ps_mask(live, t, zero, _CMP_LT_OQ), negatives, one);
         zeros = _mm512_mask_add_epi32(zeros, is_zero, zeros, one);
       }
     }
@@ -186,12 +193,15 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
 void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
                    int64_t* counts) {
   const int64_t O = a.O, Opad = a.G * a.OB * 8;
-  if (Opad != O) {  // drop the padding lanes; in place, as no write passes its read
+  if (Opad != O) {  // drop the padding lanes, a group's channels at a time; in place, as no
+                    // write passes a later read (no per-element division: it cost more than
+                    // the popcounts where O_g is not a multiple of 8)
     for (int64_t p = 0; p < pixels; ++p)
-      for (int64_t o = 0; o < O; ++o)
-        vals[p * O + o] = vals[p * Opad + (o / a.Og) * a.OB * 8 + o % a.Og];
+      for (int64_t g = 0; g < a.G; ++g)
+        std::memmove(vals + p * O + g * a.Og, vals + p * Opad + g * a.OB * 8,
+                     a.Og * sizeof(int64_t));
   }
-  if (a.avx512_epilogue && !a.raw && O % 16 == 0 && (!a.next_s || a.Cg2 % 16 == 0))
+  if (a.avx512_epilogue && !a.raw)
     finish_pixels_avx512(a, first, pixels, vals, counts);
   else
     finish_pixels_any(a, first, pixels, vals, counts);
@@ -516,6 +526,19 @@ bool avx512_epilogue_supported() {
 
 }  // namespace
 
+// How many threads a parallel_for of the kernels' grain runs on (1 when built without
+// OpenMP, whatever torch.set_num_threads says).
+int64_t parallel_threads() {
+  std::mutex lock;
+  std::vector<std::thread::id> seen;
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> guard(lock);
+    const auto id = std::this_thread::get_id();
+    if (std::find(seen.begin(), seen.end(), id) == seen.end()) seen.push_back(id);
+  });
+  return (int64_t)seen.size();
+}
+
 std::vector<std::string> supported_paths() {
   std::vector<std::string> names;
   for (int64_t p = 0; p < 4; ++p) if (path_supported(p)) names.push_back(PATHS[p]);
@@ -593,6 +616,7 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_paths", &supported_paths, "instruction-set paths this CPU runs");
+  m.def("parallel_threads", &parallel_threads, "threads a parallel_for runs on");
   m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes");
   m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output");
 }
