@@ -4,6 +4,7 @@ files, and train through the CLI."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -29,9 +30,9 @@ from ftbnn_exp.data.transforms import (
 )
 from ftbnn_exp.errors import CorruptImageError, InvalidArgument, UserError
 
-BACKENDS = ["torchvision", pytest.param("dali", marks=pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("nvidia.dali"),
-    reason="NVIDIA DALI not installed (pip install 'ftbnn-exp[dali]')"))]
+NEEDS_DALI = pytest.mark.skipif(not importlib.util.find_spec("nvidia.dali"),
+                                reason="NVIDIA DALI not installed (pip install 'ftbnn-exp[dali]')")
+BACKENDS = ["torchvision", pytest.param("dali", marks=NEEDS_DALI)]
 AUGMENTS = [He2016(), Inception(), CifarCrop(), Augment()]
 SIZES = [(90, 120), (130, 100), (111, 111)]
 CPU = torch.device("cpu")
@@ -187,7 +188,8 @@ def test_a_bad_backend_and_a_missing_dali_are_one_line_errors(tmp_path, monkeypa
         datamodule.decoder(collate_encoded(items), CPU)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [
+    "torchvision", pytest.param("dali", marks=[NEEDS_DALI, pytest.mark.slow])])
 def test_training_through_the_cli_on_a_device_backend(tmp_path, backend):
     root = photo_folder(tmp_path / "photos", count=8)
     run_dir = tmp_path / "run"

@@ -174,9 +174,8 @@ def test_not_our_files_are_named_in_one_line(tmp_path):
                                    "training")
 
 
-@pytest.mark.parametrize("model", [
-    ["model=baseline"],
-    pytest.param(["model=derived", "width=32", "groups=4"], marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [["model=baseline"], ["model=derived", "width=32", "groups=4"]])
 def test_trained_model_verifies_exactly(tmp_path, model):
     run_dir = tmp_path / "run"
     trained = subprocess.run([sys.executable, "-m", "ftbnn_exp", *model, "trainer.max_epochs=2",

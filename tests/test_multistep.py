@@ -71,6 +71,7 @@ def _ftbnn(*args: str, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_three_stage_pipeline_on_digits_trains_its_own_teacher(tmp_path):
     kd = tmp_path / "kd"
     command = ["experiment=kd_multistep", "kd.teacher_epochs=1", "kd.epochs=[1,1,1]",
