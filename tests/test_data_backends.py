@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ftbnn_exp.data import FolderDataModule
-from ftbnn_exp.data.backends import collate_encoded
+from ftbnn_exp.data.backends import EncodedBatch, collate_encoded
 from ftbnn_exp.data.loading import EpochLoader, EpochSampler, SeededSamples
 from ftbnn_exp.data.transforms import (
     IMAGENET_MEAN,
@@ -174,6 +174,9 @@ def test_an_undecodable_jpeg_is_named_or_skipped(tmp_path, backend):
     images, labels = skipping.decoder(collate_encoded(items), CPU)
     assert len(images) == len(labels) == 3
     assert skipping.skipped_samples() == [str(bad)]
+    # through the data module's own loader, as training reads it
+    batch = next(iter(skipping.val_dataloader()))
+    assert isinstance(batch, EncodedBatch) and len(skipping.decoder(batch, CPU)[0]) == 4
 
 
 def test_a_bad_backend_and_a_missing_dali_are_one_line_errors(tmp_path, monkeypatch):

@@ -95,7 +95,8 @@ class EncodedImages(torch.utils.data.Dataset):
 
 
 def unreadable(path: str, error: BaseException, skip_log: Path | None) -> None:
-    """Name the file (a one-line error), or, when skipping, log it and drop the sample."""
+    """Name the file (a one-line error), or, when skipping, log it (one line per image, from
+    any worker) and drop the sample (None, which the collate functions leave out)."""
     if skip_log is None:
         raise CorruptImageError(
             f"cannot read image {path} ({type(error).__name__}: {error}); remove it or "
@@ -117,8 +118,6 @@ def collate_encoded(batch: list[Any]) -> EncodedBatch:
 class DeviceBackend:
     """Decodes and cuts an :class:`EncodedBatch` on the model's device. A batch that fails to
     decode is decoded image by image, to name (or, with ``skip_log``, drop) the bad file."""
-
-    name: str
 
     def __init__(self, cut: Cut, skip_log: Path | None = None) -> None:
         self.cut, self.skip_log = cut, skip_log
@@ -156,8 +155,6 @@ class TorchvisionBackend(DeviceBackend):
     a GPU), other formats on the CPU; each window cut (zero padding past the border), resized
     bilinearly with antialiasing as the PIL path, and flipped on the device."""
 
-    name = "torchvision"
-
     def decode(self, data: Sequence[Tensor], mode: ImageReadMode,
                device: torch.device) -> list[Tensor]:
         jpegs = [i for i, d in enumerate(data) if bytes(d[:2].tolist()) == JPEG_MAGIC]
@@ -188,8 +185,6 @@ class DaliBackend(DeviceBackend):
     """One DALI pipeline per device (and batch size), fed each batch through ``external_source``:
     decode (``mixed``: nvJPEG on the GPU; ``cpu`` without one), slice the window (zero
     padding past the border), resize with antialiasing, mirror and normalise."""
-
-    name = "dali"
 
     def __init__(self, cut: Cut, skip_log: Path | None = None, threads: int = 4,
                  max_batch: int = 256) -> None:

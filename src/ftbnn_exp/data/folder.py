@@ -10,7 +10,6 @@ image) and the class count come from the folders; a value given explicitly must 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from functools import cached_property, partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from ftbnn_exp.data.backends import (
     EncodedImages,
     collate_encoded,
     device_backend,
+    unreadable,
 )
 from ftbnn_exp.data.base import ClassificationDataModule, DataSpec
 from ftbnn_exp.data.transforms import (
@@ -39,7 +39,7 @@ from ftbnn_exp.data.transforms import (
     Normalization,
     Window,
 )
-from ftbnn_exp.errors import CorruptImageError, DataNotFoundError
+from ftbnn_exp.errors import DataNotFoundError
 from ftbnn_exp.validation import TEXT, check_value
 
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -82,14 +82,7 @@ class CheckedImageFolder(datasets.ImageFolder):
         try:
             return super().__getitem__(index)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-            if self.skip_log is None:
-                raise CorruptImageError(
-                    f"cannot read image {path} ({type(error).__name__}: {error}); remove it or "
-                    f"set data.skip_corrupt=true to skip unreadable images") from None
-            with open(self.skip_log, "a") as log:
-                log.write(f"{path}\n")
-            print(f"skipped unreadable image {path}", file=sys.stderr)
-            return None
+            return unreadable(path, error, self.skip_log)
 
 
 def collate_present(batch: list[Any]) -> Any:
@@ -148,13 +141,13 @@ class FolderDataModule(ClassificationDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.skip_corrupt = skip_corrupt
         if backend != "pil":
-            self.collate_fn = collate_encoded
+            self.collate_fn = collate_encoded  # drops the unreadable samples too
+        elif skip_corrupt:
+            self.collate_fn = collate_present
         if backend == "dali":
             # workers forked from a process that runs DALI's threads may crash (seen: SIGSEGV
             # in a worker forked after a pipeline was built); a fork server starts them clean
             self.multiprocessing_context = "forkserver"
-        elif skip_corrupt:
-            self.collate_fn = collate_present
 
     def default_augment(self) -> Augment:
         """Without ``augment=``: the paper's recipe (Appendix C)."""

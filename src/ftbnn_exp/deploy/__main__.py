@@ -41,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="test batches to use (default: the whole test split)")
     checking.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
                           help="data overrides, e.g. data.root=/my/imagenet data.batch_size=8")
-    for command in (checking, timing := commands.add_parser(
-            "bench", help="exported model (C++ kernels) vs PyTorch, by thread count, with "
-            "the time by layer type")):
+    timing = commands.add_parser("bench", help="exported model (C++ kernels) vs PyTorch, by "
+                                 "thread count, with the time by layer type")
+    for command in (checking, timing):
         command.add_argument("--stem", choices=fast.STEM_PRECISIONS, default="fp32",
                              help="the fused runners' stem: fp32 (exact, default) or bf16 "
                                   "(opt-in, faster, not bit-exact)")
