@@ -4,25 +4,44 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
-# Paper tables: make ablation | make derived [DATA=imagenet DATA_ROOT=/path EPOCHS=60 ARGS=...]
+# Paper tables: make ablation | make derived [DATA=imagenet DATA_ROOT=/path EPOCHS=60 SEEDS=3
+# SWEEP_DIR=multirun/name ARGS=...]
 DATA ?= digits
 DATA_ROOT ?=
 EPOCHS ?=
+SEEDS ?=
 MNIST_NPZ ?=
 SWEEP_DIR ?= multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
 rows = $(shell ls conf/experiment/$(1) | sed -e 's/\.yaml$$//' -e 's|^|$(1)/|' | paste -sd, -)
-table_run = $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) data=$(DATA) \
-	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) trainer.max_epochs=$(or $(EPOCHS),$(2)) \
-	hydra.sweep.dir=$(SWEEP_DIR)/$(1) $(ARGS) && $(PY) -m ftbnn_exp.report $(SWEEP_DIR)/$(1)
+# seed=1,...,N for N seeds; a one-line error for anything but a whole number from 1.
+seed_list = seed=$(if $(shell [ "$(1)" -ge 1 ] 2>/dev/null && echo y),$(shell seq -s, 1 $(1)),$\
+	$(error SEEDS=$(1) is not a number of seeds; give a whole number from 1, e.g. SEEDS=3))
+# Each job's folder is named after its row and seed, not Hydra's job number, so a rerun into
+# the same SWEEP_DIR (with any SEEDS) finds every job where it left it: finished jobs are
+# skipped, interrupted ones resume, failed ones run again.
+job_dir = 'hydra.sweep.subdir=$${row}-seed$${seed}'
+# The report is written whenever the multirun made its folder (failed rows marked); the
+# target then fails with the multirun's exit code, or the report's, saying how to finish it.
+report_after = status=$$?; if [ -d "$$dir" ]; then $(PY) -m ftbnn_exp.report $(1) "$$dir" || \
+	status=$$?; fi; [ $$status -eq 0 ] || echo "to finish it, rerun with SWEEP_DIR=$${dir%/*} $\
+	and the same other variables: finished runs are skipped" >&2; exit $$status
+table_run = dir=$(SWEEP_DIR)/$(1); $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) \
+	data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(SEEDS),$(call seed_list,$(SEEDS))) \
+	trainer.max_epochs=$(or $(EPOCHS),$(2)) hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
+	$(call report_after,)
 
-.PHONY: help setup train test test-slow lint clean ablation derived bench bench-data bench-gpu bench-deploy fig2
+.PHONY: help setup train test test-slow lint clean table1 ablation derived bench bench-data bench-gpu bench-deploy fig2
 
 help: ## List the targets and their variables
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='more hydra overrides'; for ablation/derived also DATA (digits),"
-	@echo "             DATA_ROOT (for imagenet), EPOCHS (8 for ablation, 3 for derived on"
-	@echo "             the default data; 60 is the paper's), SWEEP_DIR (multirun/<time>)"
-	@echo "             fig2: MNIST_NPZ (a Keras-style mnist.npz; else torchvision, else digits)"
+	@echo "  variables: ARGS='more hydra overrides'; for table1/ablation/derived also DATA"
+	@echo "             (digits), DATA_ROOT (for imagenet), EPOCHS (2 for table1, 8 for ablation,"
+	@echo "             3 for derived on the default data; 60 is the paper's), SEEDS (N: each row"
+	@echo "             with seeds 1..N, mean ± std in the report; unset: one run, the config's"
+	@echo "             seed), SWEEP_DIR (multirun/<time>; give the same one again to finish an"
+	@echo "             interrupted sweep or add seeds: finished runs are skipped)"
+	@echo "             fig2: MNIST_NPZ (a Keras-style mnist.npz; else torchvision, else digits),"
+	@echo "             SEEDS (5), EPOCHS, SWEEP_DIR as above"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +53,9 @@ setup: $(STAMP) ## Create .venv and install the package with its test tools
 
 train: $(STAMP) ## Train the FTBNN baseline on the embedded digits (ARGS= adds overrides)
 	$(PY) -m ftbnn_exp $(ARGS)
+
+table1: $(STAMP) ## Table 1: the methods (parts and strategies) as one multirun, then the report
+	$(call table_run,table1,2)
 
 ablation: $(STAMP) ## Table 3: the nine ablation rows as one multirun, then the report
 	$(call table_run,table3,8)
@@ -48,11 +70,12 @@ test-slow: $(STAMP) ## Run the tests marked slow
 	$(PY) -m pytest -q -m slow
 
 fig2: $(STAMP) ## Fig. 2: 4 MNIST models × 5 seeds, discrepancy table and picture (MNIST_NPZ=path)
-	@overrides="$$($(PY) -m ftbnn_exp.data.mnist_source $(MNIST_NPZ))" && \
+	@overrides="$$($(PY) -m ftbnn_exp.data.mnist_source $(MNIST_NPZ))" || exit $$?; \
+	dir=$(SWEEP_DIR)/fig2; \
 	$(PY) -m ftbnn_exp -m experiment=fig2 $$overrides model.kind=linear,binary,prelu,relu \
-		seed=1,2,3,4,5 $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) \
-		hydra.sweep.dir=$(SWEEP_DIR)/fig2 $(ARGS) && \
-	$(PY) -m ftbnn_exp.report fig2 $(SWEEP_DIR)/fig2
+		$(call seed_list,$(or $(SEEDS),5)) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) \
+		hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
+	$(call report_after,fig2)
 
 bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain, eager vs compile)
 	$(PY) -m benchmarks.memory

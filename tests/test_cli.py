@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ftbnn_exp.app.config import CONF_DIR
+
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ftbnn_exp", *args], cwd=cwd,
@@ -65,9 +67,9 @@ def test_wandb_logs_offline_without_network(tmp_path):
 def test_config_mistake_is_one_line_and_nonzero(tmp_path):
     done = run_cli("nonlinearity=foo", cwd=tmp_path)
     assert done.returncode == 2
+    options = sorted(p.stem for p in (CONF_DIR / "nonlinearity").glob("*.yaml"))
     assert done.stderr.strip().splitlines() == [
-        "error: nonlinearity=foo is not an option; allowed: fprelu, none, prelu, relu, "
-        "relu_partial, relu_partial_fprelu, relu_partial_prelu"]
+        f"error: nonlinearity=foo is not an option; allowed: {', '.join(options)}"]
     assert not (tmp_path / "outputs").exists()
 
 

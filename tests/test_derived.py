@@ -64,7 +64,7 @@ def test_every_binary_conv_has_its_group_count(depth, groups):
 
 def test_reduction_block_concatenates_and_pools_its_shortcut_3x3_stride_2():
     torch.manual_seed(0)
-    block = ReductionBlock(6, 3, nn.Identity(), 1.2).eval()
+    block = ReductionBlock(6, 3, nn.Identity()).eval()
     x = torch.randn(2, 6, 9, 9)
     seen = []
     block.conv.register_forward_hook(lambda module, args, out: seen.append(args[0]))
@@ -79,7 +79,7 @@ def test_reduction_block_concatenates_and_pools_its_shortcut_3x3_stride_2():
 
 
 def test_normal_block_adds_its_input():
-    block = NormalBlock(6, 3, nn.Identity(), 1.2).eval()
+    block = NormalBlock(6, 3, nn.Identity()).eval()
     x = torch.randn(2, 6, 5, 5)
     with torch.no_grad():
         block.conv.weight.zero_()

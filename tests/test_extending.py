@@ -14,11 +14,13 @@ import timm
 import torch
 from torch import nn
 
+from ftbnn_exp import plugins
 from ftbnn_exp.app import build
 from ftbnn_exp.app.config import CONF_DIR, compose_config, validate
 from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
 from ftbnn_exp.complexity import count_complexity
 from ftbnn_exp.data import DataSpec
+from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import FAMILIES, ModelSpec, create, registry
 from ftbnn_exp.nn import placement as placement_module
 
@@ -41,13 +43,18 @@ def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, mo
     spec = ModelSpec.from_dict(metrics["model_spec"])
     assert spec.family == "ftbnn_narrow" and spec.imports == ("ftbnn_plugin_demo",)
     assert spec.kwargs["schedule"]["placement"] == "first_of_stage"
-    # Rebuilt from the checkpoint alone (the spec imports the plug-in): ReLU after the first
-    # block of each of the 4 stages of 2 blocks, FPReLU after the second.
+    # Rebuilt from the checkpoint once the user names the plug-in (a file never imports it):
+    # ReLU after the first block of each of the 4 stages of 2 blocks, FPReLU after the second.
     monkeypatch.syspath_prepend(str(PLUGINS))  # the registries come back as they were
     monkeypatch.setattr(placement_module, "PLACEMENTS", dict(placement_module.PLACEMENTS))
     monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
     monkeypatch.delitem(sys.modules, "ftbnn_plugin_demo", raising=False)
-    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    with pytest.raises(UserError, match="asks for plug-in module 'ftbnn_plugin_demo'"):
+        model_from_checkpoint(checkpoint)
+    assert "ftbnn_plugin_demo" not in sys.modules
+    plugins.load(["ftbnn_plugin_demo"])
+    model = model_from_checkpoint(checkpoint)
     kinds = [type(block.nonlinear).__name__ for stage in model.stages for block in stage]
     assert kinds == ["ReLU", "FPReLU"] * 4
     assert [stage[0].conv.out_channels for stage in model.stages] == [16, 32, 64, 128]
@@ -57,7 +64,8 @@ def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, mo
     assert metrics["complexity"]["params_binary"] == sum(
         block.conv.weight.numel() for stage in model.stages for block in stage)
     assert f"BOPs {counted.bops / 1e6:.2f}M" in done.stdout
-    table2 = subprocess.run([sys.executable, "-m", "ftbnn_exp.report", "fprelu",
+    table2 = subprocess.run([sys.executable, "-m", "ftbnn_exp.report", "--plugin",
+                             "ftbnn_plugin_demo", "fprelu",
                              str(run_dir / "checkpoints" / "last.ckpt")], cwd=PLUGINS,
                             capture_output=True, text=True, timeout=300)
     assert table2.returncode == 0, table2.stderr

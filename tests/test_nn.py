@@ -144,7 +144,8 @@ def test_schedule_stage_end_and_period():
 
 
 @pytest.mark.parametrize(("schedule", "message"), [
-    ({"stage_end": "tanh"}, "nonlinearity.stage_end='tanh' is not allowed; allowed: identity"),
+    ({"stage_end": "tanh"}, "nonlinearity.stage_end='tanh' is not a registered non-linear "
+                            "module; allowed: fprelu, identity, prelu, relu"),
     ({"placement": "nowhere"}, "placement=nowhere is not registered; allowed: period, stage_end"),
     ({"placement_args": {"period": 2}}, "placement.period is not a parameter of "
                                         "placement=stage_end; allowed: none"),
@@ -167,8 +168,8 @@ def test_lean_block_gradients_and_running_stats_equal_the_plain_graph(generator)
         from ftbnn_exp.models.derived import NormalBlock, ReductionBlock
         from ftbnn_exp.nn import make_nonlinear_module
 
-        block = (ReductionBlock(4, groups, make_nonlinear_module("fprelu", 8), 1.2) if stride == 2
-                 else NormalBlock(4, groups, make_nonlinear_module("fprelu", 4), 1.2))
+        block = (ReductionBlock(4, groups, make_nonlinear_module("fprelu", 8)) if stride == 2
+                 else NormalBlock(4, groups, make_nonlinear_module("fprelu", 4)))
         block.bn.momentum = momentum
         plain = copy.deepcopy(block)
         plain.conv.lean_backward = False
@@ -193,8 +194,8 @@ def test_lean_block_under_bf16_autocast_equals_the_plain_graph_under_it(generato
     from ftbnn_exp.models.derived import NormalBlock, ReductionBlock
     from ftbnn_exp.nn import make_nonlinear_module
 
-    block = (ReductionBlock(8, 1, make_nonlinear_module("fprelu", 16), 1.2) if stride == 2
-             else NormalBlock(8, 2, make_nonlinear_module("fprelu", 8), 1.2))
+    block = (ReductionBlock(8, 1, make_nonlinear_module("fprelu", 16)) if stride == 2
+             else NormalBlock(8, 2, make_nonlinear_module("fprelu", 8)))
     plain = copy.deepcopy(block)
     plain.conv.lean_backward = False
     x = torch.randn(4, 8, 8, 8, generator=generator)

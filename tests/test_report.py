@@ -1,4 +1,5 @@
-"""Reports from a fabricated multirun folder: numbers, missing, failed and diverged rows."""
+"""Reports from a fabricated multirun folder: numbers, missing, failed and diverged rows, seeds
+(mean ± std, n, the pairs of rows the seeds do not resolve) and multi-step rows."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ftbnn_exp.report.__main__ import write_reports
+from ftbnn_exp.report.seeds import Spread, resolved, unresolved
 
 
 def _run_dir(root: Path, name: str, **metrics) -> None:
@@ -29,7 +33,8 @@ def test_table3_report_beside_the_paper(tmp_path):
     report = write_reports(tmp_path)
     lines = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()}
     assert lines["Baseline (partially ReLU & FPReLU in others)"] == (
-        "| Baseline (partially ReLU & FPReLU in others) | 91.2 | 99.5 | digits | 2 | 60.2 | 82.0 |")
+        "| Baseline (partially ReLU & FPReLU in others) | baseline | 91.2 | 99.5 | 1 | n < 2 "
+        "| digits | 2 | 60.2 | 82.0 |")
     assert "| diverged (epoch 3) | diverged (epoch 3) |" in lines[
         "All configured with ReLU (lr=0.00015)"]
     assert "| failed | failed |" in lines["All configured with PReLU"]
@@ -49,14 +54,104 @@ def test_table4_report_shows_complexity_and_scores(tmp_path):
     report = write_reports(tmp_path)
     row = next(line for line in report.splitlines() if line.startswith("| ~135 | 34 | 5 |"))
     assert row == ("| ~135 | 34 | 5 | 180 | 32.0 | 6564 | 2.64 | 134.5 | 97.0 | 95.0 | 94.0 "
-                   "| 31.5 | 6412 | 2.56 | 66.8 | 65.5 |")
+                   "| 1 | n < 2 | 31.5 | 6412 | 2.56 | 66.8 | 65.5 |")
     assert sum("| missing | missing | missing |" in line for line in report.splitlines()) == 19
 
 
 def test_report_cli_errors_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ftbnn_exp.report", str(tmp_path)],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and done.stderr.startswith("error: no Table 3 or Table 4 runs")
+    assert done.returncode == 2 and done.stderr.startswith("error: no Table 1, 3 or 4 runs")
     bad = subprocess.run([sys.executable, "-m", "ftbnn_exp.report", "fprelu",
                           str(tmp_path / "x.ckpt")], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a file" in bad.stderr
+
+
+def _seeds(root: Path, row: str, values: list[float | None], **extra) -> None:
+    """One job folder per seed (1, 2, ...) of a Table 3 row; None: that seed diverged."""
+    for seed, value in enumerate(values, start=1):
+        done = value is not None
+        _run_dir(root, f"{row}-seed{seed}", experiment=f"table3/{row}", row=row, seed=seed,
+                 status="completed" if done else "diverged", diverged_epoch=None if done else 1,
+                 final={"test/top1": value, "test/top5": 99.0} if done else {},
+                 data="digits", epochs_run=2, **extra)
+
+
+def test_seeds_give_mean_std_n_and_mark_the_pairs_they_do_not_resolve(tmp_path):
+    # baseline 91 ± 1, relu_partial 91.5 ± 1 and prelu 93 ± 1 (3 seeds each): Welch's 95 %
+    # interval (df 4, t 2.78, half-width 2.27) contains their gaps (0.5, 1.5, 2.0; a normal
+    # interval, 1.60, would resolve the 2.0); none, 81 ± 1, is resolved from all three.
+    _seeds(tmp_path, "baseline", [90.0, 91.0, 92.0])
+    _seeds(tmp_path, "relu_partial", [90.5, 91.5, 92.5])
+    _seeds(tmp_path, "prelu", [92.0, 93.0, 94.0])
+    _seeds(tmp_path, "none", [80.0, 81.0, 82.0],
+           config={"trainer": {"limit_test_batches": 1}, "seed": 0})
+    _seeds(tmp_path, "relu", [60.0, None])
+    report = write_reports(tmp_path)
+    cells = {line.split(" | ")[1]: line.split(" | ")[2:6] for line in report.splitlines()
+             if line.startswith("| ") and " | " in line}
+    assert cells["baseline"] == ["91.0 ± 1.0", "99.0 ± 0.0", "3", "prelu, relu_partial"]
+    assert cells["relu_partial"] == ["91.5 ± 1.0", "99.0 ± 0.0", "3", "prelu, baseline"]
+    assert cells["prelu"] == ["93.0 ± 1.0", "99.0 ± 0.0", "3", "relu_partial, baseline"]
+    assert cells["none"] == ["81.0 ± 1.0", "99.0 ± 0.0", "3", "—"]
+    assert cells["relu"] == ["60.0", "99.0", "1; seed 2 diverged (epoch 1)", "n < 2"]
+    assert cells["fprelu"] == ["missing", "missing", "0", ""]
+    assert "Evaluation protocol" in report and "after the final epoch" in report
+    assert "Welch's 95% t-interval" in report
+    assert ("part of the test set scored (trainer.limit_test_batches=1): none (seeds 1, 2, 3)"
+            in report)
+    per_seed = (tmp_path / "report-table3-runs.csv").read_text().splitlines()
+    assert len(per_seed) == 1 + 3 * 4 + 2
+    assert "baseline,2,completed,91.0,99.0,,,2," + str(tmp_path / "baseline-seed2") in per_seed
+    assert any(line.startswith("relu,2,diverged (epoch 1),,,") for line in per_seed)
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ((90.0, 91.0, 92.0), (80.0, 81.0, 82.0), True),
+    ((90.0, 91.0, 92.0), (92.0, 93.0, 94.0), False),  # ranges touch; t-interval holds 0
+    # Unequal spreads: Welch's df (about 1) leaves the gap of 4 unresolved; a pooled-variance
+    # interval (df 5) would resolve it.
+    ((90.0, 90.1, 89.9, 90.0, 90.0), (93.0, 95.0), False),
+    ((90.0, 90.0), (91.0, 91.0), True),  # no scatter at all: any gap is resolved
+    ((90.0,), (50.0, 51.0), False),  # one seed has no spread to judge by
+])
+def test_welch_interval_decides_whether_the_seeds_resolve_a_difference(a, b, expected):
+    assert resolved(Spread(a), Spread(b)) is expected
+
+
+def test_a_row_not_resolved_from_any_other_is_marked_all_others():
+    close = {name: Spread((90.0 + shift, 91.0 + shift, 92.0 + shift))
+             for name, shift in (("a", 0.0), ("b", 0.1), ("c", 0.2), ("d", 0.3))}
+    assert set(unresolved(close).values()) == {"all others"}
+
+
+def _stage(root: Path, folder: str, seed: int, stage: int | None, top1: float,
+           name: str = "table1-ftbnn_kd") -> None:
+    """A record of an ``experiment=table1/ftbnn_kd`` job's stage (None: its teacher)."""
+    config = {"seed": seed, "stage": None, "kd": {"epochs": [1, 1, 1], "kd_weight": 1.0}}
+    metrics = {"experiment": "table1/ftbnn_kd", "row": "ftbnn_kd", "seed": seed,
+               "status": "completed", "run_name": name, "final": {"test/top1": top1},
+               "config": {**config, "kd": None} if stage is None else config}
+    if stage is not None:
+        metrics["stage"] = stage
+    _run_dir(root, folder, **metrics)
+
+
+def test_a_multistep_row_is_its_last_stage_per_seed(tmp_path):
+    # Seed 1 finished: teacher, stages 0-2 and the pipeline's summary; seed 2 stopped after
+    # stage 0. The row is seed 1's stage 2 alone; neither the teacher (whose folder sorts
+    # last) nor an earlier stage stands for a seed.
+    for seed, stages in ((1, (0, 1, 2)), (2, (0,))):
+        job = f"ftbnn_kd-seed{seed}"
+        _stage(tmp_path, f"{job}/teacher", seed, None, 99.0, name="table1-ftbnn_kd-teacher")
+        for stage in stages:
+            _stage(tmp_path, f"{job}/stage{stage}", seed, stage, 40.0 + 10 * stage + seed)
+    (tmp_path / "ftbnn_kd-seed1" / "metrics.json").write_text(json.dumps(
+        {"experiment": "table1/ftbnn_kd", "status": "completed", "final": {"test/top1": 61.0}}))
+    _stage(tmp_path, "ftbnn_kd-seed3/teacher", 3, None, 98.0, name="table1-ftbnn_kd-teacher")
+    report = write_reports(tmp_path)
+    row = next(line for line in report.splitlines() if line.startswith("| FTBNN† (KD + MS)"))
+    cells = row.split(" | ")
+    assert cells[1:8] == ["✓", "✗", "✓", "✗", "61.0",
+                          "1; seed 2 unfinished (stage 0 of 0-2); seed 3 unfinished "
+                          "(teacher only)", "n < 2"]

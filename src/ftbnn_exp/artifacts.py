@@ -8,58 +8,78 @@ module from that config; neither needs Hydra or the run's config files.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
+import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import yaml
 from torch import nn
 
 from ftbnn_exp.data import ClassificationDataModule
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.data.registry import build_stored
+from ftbnn_exp.errors import InvalidArgument, UserError
 from ftbnn_exp.models import ModelSpec, create
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint of ``ftbnn_exp``; a one-line :class:`UserError` otherwise."""
+    """A training checkpoint of ``ftbnn_exp``; a one-line :class:`UserError` otherwise.
+    Read with ``weights_only=True`` (tensors and plain values, no pickled code); what it holds
+    is checked for shape here, and nothing in it is ever imported or called (see
+    :func:`data_module` and :func:`model_from_checkpoint`)."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"checkpoint '{file}' is not a file")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"checkpoint '{file}' cannot be read: {error}") from error
-    if "ftbnn_exp" not in checkpoint or "state_dict" not in checkpoint:
+        raise UserError(f"checkpoint '{file}' cannot be read: {reason(error)}") from None
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("ftbnn_exp"), dict)
+            and isinstance(checkpoint.get("state_dict"), dict)):
         raise UserError(f"checkpoint '{file}' was not written by ftbnn_exp training")
+    checkpoint["ftbnn_exp"] = {**checkpoint["ftbnn_exp"], "source": f"checkpoint '{file}'"}
     return checkpoint
+
+
+def reason(error: BaseException) -> str:
+    """An exception's informative line: torch.load's refusal of pickled code (the global it
+    would have called), "not a whole torch checkpoint" for text or a torn file (torch answers
+    those with a bare key such as '101'), else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = next((line for line in lines if line.startswith("WeightsUnpickler error")), None)
+    if refused:
+        return (f"UnpicklingError: it holds pickled code, not loaded "
+                f"({refused.split('. ')[0].removeprefix('WeightsUnpickler error: ')})")
+    if isinstance(error, KeyError | EOFError | pickle.UnpicklingError) or (
+            isinstance(error, RuntimeError) and "zip archive" in str(error)):
+        return f"not a whole torch checkpoint ({type(error).__name__})"
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+
+
+def source_of(metadata: Mapping[str, Any]) -> str:
+    """The file a checkpoint's or export's metadata came from, for messages."""
+    return str(metadata.get("source", "the checkpoint"))
 
 
 def model_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own state dict (the LightningModule keeps it under ``model.``)."""
     return {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()
-            if key.startswith("model.")}
-
-
-def instantiate_plain(config: Mapping[str, Any]) -> Any:
-    """``_target_(**rest)`` for a resolved config (a checkpoint's data config), nested
-    ``_target_`` sections first (the ``augment`` option)."""
-    module, _, name = str(config["_target_"]).rpartition(".")
-    target = getattr(importlib.import_module(module), name)
-    return target(**{k: instantiate_plain(v) if isinstance(v, Mapping) and "_target_" in v
-                     else v for k, v in config.items() if not k.startswith("_")})
+            if isinstance(key, str) and key.startswith("model.")}
 
 
 def data_config(metadata: Mapping[str, Any], overrides: list[str] = ()) -> dict[str, Any]:
     """The run's resolved ``data`` config with ``data.key=value`` overrides (YAML values).
     Tools that read a checkpoint iterate its loaders themselves, on the CPU, so a run's device
     backend gives way to the ``pil`` path unless ``data.backend`` is overridden."""
-    config = dict(metadata["config"]["data"])
+    stored = metadata.get("config", {})
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("data"), Mapping):
+        raise UserError(f"{source_of(metadata)} holds no data config (config.data)")
+    config = dict(stored["data"])
     if "backend" in config:
         config["backend"] = "pil"
     for override in overrides:
@@ -72,20 +92,27 @@ def data_config(metadata: Mapping[str, Any], overrides: list[str] = ()) -> dict[
 
 def data_module(metadata: Mapping[str, Any], overrides: list[str] = ()
                 ) -> ClassificationDataModule:
-    """The data module a checkpoint was trained on (``overrides``: e.g. ``data.root=...``)."""
+    """The data module a checkpoint was trained on (``overrides``: e.g. ``data.root=...``):
+    its stored ``_target_`` looked up among the registered data classes, never imported."""
+    config = data_config(metadata, overrides)
     try:
-        return instantiate_plain(data_config(metadata, overrides))
+        return build_stored(config, source_of(metadata))
     except TypeError as error:
-        raise UserError(f"data overrides {list(overrides)} do not fit data="
-                        f"{metadata['config']['data'].get('name')}: {error}") from None
+        raise UserError(f"data config of {source_of(metadata)} with overrides "
+                        f"{list(overrides)} does not fit data={config.get('name')}: "
+                        f"{reason(error)}") from None
 
 
 def model_spec(metadata: Mapping[str, Any]) -> ModelSpec:
     """The spec of a checkpoint's model; checkpoints from before specs were stored get theirs
     from their config (:func:`_spec_from_config`)."""
-    if "model_spec" in metadata:
-        return ModelSpec.from_dict(metadata["model_spec"])
-    return _spec_from_config(metadata)
+    try:
+        if "model_spec" in metadata:
+            return ModelSpec.from_dict(metadata["model_spec"])
+        return _spec_from_config(metadata)
+    except (KeyError, TypeError, AttributeError, InvalidArgument) as error:
+        raise UserError(f"{source_of(metadata)} holds no usable model spec "
+                        f"({reason(error)})") from None
 
 
 _FAMILY_KEYS = {
@@ -119,14 +146,48 @@ def _spec_from_config(metadata: Mapping[str, Any]) -> ModelSpec:
 
 def model_from_metadata(metadata: Mapping[str, Any]) -> nn.Module:
     """The untrained model a checkpoint's metadata describes."""
-    return create(model_spec(metadata))
+    try:
+        return create(model_spec(metadata), source_of(metadata))
+    except (TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"{source_of(metadata)}: its model spec does not build a model "
+                        f"({reason(error)})") from None
+
+
+def load_weights_exactly(model: nn.Module, weights: Mapping[str, Any], source: str) -> None:
+    """``model.load_state_dict(weights)``, strict, or one line naming ``source``."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise UserError(f"{source}: its weights do not fit the model its spec describes "
+                        f"({reason(error)})") from None
 
 
 def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
-    """The trained model of a checkpoint of this framework, in eval mode."""
-    model = model_from_metadata(checkpoint["ftbnn_exp"])
-    model.load_state_dict(model_weights(checkpoint))
+    """The trained model of a checkpoint of this framework, in eval mode. The spec's model is
+    first built without memory (``meta``) and its shapes compared with the stored weights, so
+    a forged spec (a huge width) is refused before anything is allocated."""
+    metadata = checkpoint["ftbnn_exp"]
+    weights = model_weights(checkpoint)
+    check_shapes(metadata, weights)
+    model = model_from_metadata(metadata)
+    load_weights_exactly(model, weights, source_of(metadata))
     return model.eval()
+
+
+def check_shapes(metadata: Mapping[str, Any], weights: Mapping[str, Any]) -> None:
+    """Refuse weights whose names or shapes are not those of the spec's model."""
+    with torch.device("meta"):
+        expected = model_from_metadata(metadata).state_dict()
+    wrong = sorted(key for key in expected.keys() | weights.keys()
+                   if key not in weights or key not in expected
+                   or not isinstance(weights[key], torch.Tensor)
+                   or weights[key].shape != expected[key].shape)
+    if wrong:
+        raise UserError(f"{source_of(metadata)}: its weights do not fit the model its spec "
+                        f"describes ({len(wrong)} tensors missing, unexpected or of another "
+                        f"shape, e.g. {wrong[0]!r})")
 
 
 def _plain(value: Any) -> Any:
@@ -142,19 +203,38 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``: a crash
-    never leaves half a file behind."""
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` into a temporary file in ``path``'s own folder, fsync, rename over ``path``
+    and fsync the folder: a crash or a full disk never leaves half a file behind, and the
+    rename never crosses file systems (where it would be a copy)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(_plain(payload), stream, indent=2, sort_keys=False)
-            stream.write("\n")
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # as open() would: teammates can read it
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself made durable
+    except OSError:
+        pass  # file systems that cannot fsync a folder (some FUSE, network ones)
+    finally:
+        os.close(folder)
+
+
+def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """``payload`` as JSON, written with :func:`write_atomic`."""
+    text = json.dumps(_plain(payload), indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda stream: stream.write(text.encode()))

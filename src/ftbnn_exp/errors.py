@@ -20,12 +20,19 @@ class CorruptImageError(UserError):
     """An image file that cannot be decoded."""
 
 
+TRACEBACK = "Traceback (most recent call last):"
+
+
 def one_line_message(error: BaseException) -> str:
-    """The user-facing line of an error, also when a DataLoader worker re-raised it with the
-    worker's traceback folded into the message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    last = lines[-1]
-    prefix = f"{type(error).__module__}.{type(error).__name__}: "
-    return last.removeprefix(prefix).removeprefix(f"{type(error).__name__}: ")
+    """The user-facing line of an error: its first line, which names the file or key and the
+    reason (later lines are advice, such as torch.load's). When a DataLoader worker re-raised
+    it with the worker's traceback folded into the message, the first line of the error that
+    traceback ends in."""
+    lines = str(error).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip().endswith(TRACEBACK)]
+    if starts:  # a traceback's own lines are indented, the error it ends in is not
+        lines = [line for line in lines[starts[-1] + 1:] if not line[:1].isspace()]
+    first = next((line.strip() for line in lines if line.strip()), "")
+    kind = type(error)
+    return (first.removeprefix(f"{kind.__module__}.{kind.__name__}: ")
+            .removeprefix(f"{kind.__name__}: ") or kind.__name__)

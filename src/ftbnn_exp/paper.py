@@ -1,6 +1,7 @@
 """The paper's published numbers, as data. Reference values only, never our results.
 
-Sources: Table 3 (ablation, ImageNet top-1/top-5 in %), Table 4 left (derived models: budget
+Sources: Table 1 (methods on ResNet-18: the training strategies each used and ImageNet top-1
+in %), Table 3 (ablation, ImageNet top-1/top-5 in %), Table 4 left (derived models: budget
 group in M, layers, groups, FLOPs in M, BOPs in M, Params in M, top-1 train and val in %).
 A library of its own: the width solver (budget targets) and the reports both read it.
 """
@@ -8,6 +9,34 @@ A library of its own: the width solver (budget targets) and the reports both rea
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperTable1Row:
+    row: str
+    description: str
+    strategies: frozenset[str]
+    """Of Table 1's KD, GA, MS and Scaling, those the method used."""
+    top1: float | None
+    """None: the method is not in Table 1."""
+
+
+STRATEGIES = ("KD", "GA", "MS", "Scaling")
+"""Table 1's columns: knowledge distillation, gradient approximation, multiple training steps,
+explicit scaling factors."""
+
+PAPER_TABLE1: tuple[PaperTable1Row, ...] = (
+    PaperTable1Row("bnn", "BNN", frozenset(), 42.2),
+    PaperTable1Row("xnor", "XNOR-Net", frozenset({"MS", "Scaling"}), 51.2),
+    PaperTable1Row("xnorpp", "XNOR-Net++", frozenset({"Scaling"}), 57.1),
+    PaperTable1Row("bireal", "Bi-Real Net (B)", frozenset({"GA", "Scaling"}), 56.4),
+    PaperTable1Row("irnet", "IR-Net", frozenset({"GA", "Scaling"}), 58.1),
+    PaperTable1Row("real2bin", "Real-to-Bin baseline", frozenset({"KD", "MS", "Scaling"}), 60.9),
+    PaperTable1Row("reactnet", "ReActNet's RSign and RPReLU (not in Table 1)", frozenset(), None),
+    PaperTable1Row("ftbnn", "FTBNN", frozenset(), 60.2),
+    PaperTable1Row("ftbnn_kd", "FTBNN† (KD + MS)", frozenset({"KD", "MS"}), 63.2),
+)
+"""Table 1 (ResNet-18, ImageNet). ReActNet is not in it (no reference values)."""
 
 
 @dataclass(frozen=True)

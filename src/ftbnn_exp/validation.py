@@ -14,6 +14,7 @@ INTEGER = "an integer"
 NUMBER = "a number"
 BOOLEAN = "true or false"
 TEXT = "a string"
+FRACTION = "a number in [0, 1)"
 
 
 def _yaml(value: Any) -> str:
@@ -28,6 +29,8 @@ def _type_ok(value: Any, kind: str | None) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == NUMBER:
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == FRACTION:
+        return _type_ok(value, NUMBER) and 0 <= value < 1
     if kind == BOOLEAN:
         return isinstance(value, bool)
     if kind == TEXT:

@@ -31,14 +31,24 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from ftbnn_exp.app.config import RunSpecs
-from ftbnn_exp.artifacts import model_from_checkpoint
+from ftbnn_exp.artifacts import (
+    data_module,
+    load_checkpoint,
+    load_weights_exactly,
+    model_from_checkpoint,
+    reason,
+)
 from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
+from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import ModelSpec, create, family, resnet_fp
 from ftbnn_exp.nn import BinaryConv2d
 from ftbnn_exp.training.callbacks import EpochLine, RngState
+from ftbnn_exp.training.checkpoint_io import AtomicCheckpointIO
+from ftbnn_exp.training.distillation import Normalization, teacher_input
 from ftbnn_exp.training.optim import OptimizerSpec
+from ftbnn_exp.training.progress import TrainingProgress
 
 IMAGENET = DataSpec(image_size=224, in_channels=3, num_classes=1000)
 
@@ -93,10 +103,12 @@ def build_model(spec: ModelSpec, lean_backward: bool = True) -> nn.Module:
     return model
 
 
-def build_teacher(cfg: DictConfig, data: DataSpec) -> nn.Module:
-    """The distillation teacher of ``kd.teacher``: ``torchvision`` (its ImageNet ResNet-18) or
-    a checkpoint path: a run of this framework (e.g. ``model=resnet18_fp``) or a plain
-    torchvision ResNet-18 state dict. Offline, train the teacher here first."""
+def build_teacher(cfg: DictConfig, data: DataSpec) -> tuple[nn.Module, Normalization | None]:
+    """The distillation teacher of ``kd.teacher`` and the input normalisation its weights
+    expect: ``torchvision`` (its ImageNet ResNet-18: ImageNet's mean and std) or a checkpoint
+    path: a run of this framework (e.g. ``model=resnet18_fp``; its data's normalisation) or a
+    plain torchvision ResNet-18 state dict (torchvision's convention: ImageNet's). Offline,
+    train the teacher here first."""
     source = str(cfg.kd.teacher)
     if source == "torchvision":
         if (data.in_channels, data.num_classes) != (3, 1000):
@@ -104,7 +116,7 @@ def build_teacher(cfg: DictConfig, data: DataSpec) -> nn.Module:
                             f"classes); for data={cfg.data.name} set kd.teacher=<last.ckpt of "
                             f"a model=resnet18_fp run on it>")
         try:
-            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1), IMAGENET_NORMALIZATION
         except (OSError, RuntimeError) as error:
             raise UserError(f"kd.teacher=torchvision: the ImageNet weights could not be "
                             f"downloaded ({' '.join(str(error).split())[:160]}); set "
@@ -113,16 +125,45 @@ def build_teacher(cfg: DictConfig, data: DataSpec) -> nn.Module:
     if not path.is_file():
         raise UserError(f"kd.teacher={source} is not a file; allowed: torchvision or a "
                         f"checkpoint path")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
-            return model_from_checkpoint(checkpoint)
-        teacher = resnet_fp(18, data.in_channels, data.num_classes, data.image_size)
-        teacher.load_state_dict(checkpoint.get("state_dict", checkpoint))
-        return teacher
-    except RuntimeError as error:
-        raise UserError(f"kd.teacher={source} does not fit data={cfg.data.name} "
-                        f"({' '.join(str(error).split())[:200]})") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"kd.teacher={source} cannot be read: {reason(error)}") from None
+    if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
+        checkpoint = load_checkpoint(path)
+        return model_from_checkpoint(checkpoint), _trained_on(checkpoint["ftbnn_exp"])
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"kd.teacher={source} is neither a checkpoint of this framework nor a "
+                        f"ResNet-18 state dict")
+    teacher = resnet_fp(18, data.in_channels, data.num_classes, data.image_size)
+    load_weights_exactly(teacher, checkpoint, f"kd.teacher={source} (data={cfg.data.name})")
+    return teacher, IMAGENET_NORMALIZATION
+
+
+IMAGENET_NORMALIZATION: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
+"""torchvision's ImageNet weights expect ``(pixel − mean) / std`` with ImageNet's values."""
+
+
+def _trained_on(metadata: dict[str, Any]) -> Normalization | None:
+    """The input normalisation of the data a checkpoint of this framework was trained on."""
+    try:
+        return data_module(metadata).pixel_normalization()
+    except (UserError, OSError, ValueError):
+        return None
+
+
+def distillation_teacher(cfg: DictConfig, datamodule: ClassificationDataModule) -> nn.Module:
+    """:func:`build_teacher`, fed what its weights expect whatever ``augment=`` the student
+    uses (:func:`teacher_input`); one line where that cannot be known."""
+    teacher, expected = build_teacher(cfg, datamodule.spec)
+    student = datamodule.pixel_normalization()
+    try:
+        return teacher_input(teacher, student, expected)
+    except ValueError as error:
+        raise UserError(f"kd.teacher={cfg.kd.teacher} expects inputs normalised as "
+                        f"{expected}, data={cfg.data.name} gives {student}: {error}") from None
 
 
 def convention_for(cfg: DictConfig, specs: RunSpecs) -> str:
@@ -219,6 +260,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
         *periodic_checkpoints(cfg, checkpoints),
         RngState(),
+        TrainingProgress(),  # parts that follow training progress (IR-Net's EDE)
         *extra,
         *(instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()),
     ]
@@ -230,7 +272,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
 
 def periodic_checkpoints(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]:
     """``checkpoint.every_n_minutes`` / ``every_n_steps``: mid-epoch checkpoints
-    ``step-<step>.ckpt``, the newest ``keep_last`` kept (Lightning writes each atomically)."""
+    ``step-<step>.ckpt``, the newest ``keep_last`` kept (each written whole, see build_trainer)."""
     c = cfg.checkpoint
     clocks = [{"train_time_interval": timedelta(minutes=c.every_n_minutes)}
               if c.every_n_minutes else None,
@@ -260,8 +302,10 @@ def use_channels_last(cfg: DictConfig) -> bool:
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list,
                   run_dir: Path) -> L.Trainer:
+    """The Trainer of ``cfg.trainer``, writing checkpoints whole or not at all
+    (:class:`AtomicCheckpointIO`), with the cluster's plug-ins."""
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                        default_root_dir=str(run_dir), enable_progress_bar=sys.stdout.isatty(),
                        # our complexity line replaces Lightning's summary (0 FLOPs per row)
                        enable_model_summary=False,
-                       plugins=cluster_plugins() or None, _convert_="all")
+                       plugins=[AtomicCheckpointIO(), *cluster_plugins()], _convert_="all")

@@ -2,25 +2,30 @@
 
 The only place that decides exit codes: 2 for a :class:`UserError` (one line on stderr, no
 traceback unless ``HYDRA_FULL_ERROR=1``), 143 for SIGTERM (state saved, the same command
-resumes). In a multirun a failed job is recorded and the sweep goes on.
+resumes). In a multirun a failed job, the user's error or a crash, is recorded (status failed
+in its ``metrics.json``, one line on stderr) and the sweep goes on; the multirun then exits 1.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ftbnn_exp.app.config import CONF_DIR, check_overrides
 from ftbnn_exp.app.console import quiet
 from ftbnn_exp.app.multistep import run_multistep
-from ftbnn_exp.app.run import RunPlace, train_run
+from ftbnn_exp.app.run import RunPlace, describe, record_failure, train_run
 from ftbnn_exp.app.storage import check_writable
 from ftbnn_exp.errors import UserError, one_line_message
 
@@ -29,27 +34,83 @@ def full_errors() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+@dataclass
+class Sweep:
+    """The jobs of a multirun that ran in this process, for its exit code at the end."""
+
+    ran: int = 0
+    failed: list[Path] = field(default_factory=list)
+
+
+SWEEP = Sweep()
+
+HELP_WIDTH, HELP_INDENT = 100, 18
+"""The help page's width, and the column where a group's options start."""
+
+
+def group_options(group: str) -> list[str]:
+    """A group's options as Hydra finds them (the package's configs, then those that
+    ``hydra.searchpath`` adds); a subgroup's as ``sub/{a, b}``."""
+    loader = GlobalHydra.instance().config_loader()
+    options = sorted(loader.get_group_options(group, ObjectType.CONFIG))
+    for sub in sorted(loader.get_group_options(group, ObjectType.GROUP)):
+        options.append(f"{sub}/{{{', '.join(group_options(f'{group}/{sub}'))}}}")
+    return options
+
+
+def group_help(group: str) -> str:
+    """``${ftbnn_exp.group:GROUP}`` in the help page (conf/hydra/help/ftbnn_exp.yaml): GROUP
+    and its options, wrapped, read when ``--help`` runs so the page cannot drift from the
+    configs (Hydra's own list shows every group, internal ones too, on unwrapped lines)."""
+    return textwrap.fill(", ".join(group_options(group)), width=HELP_WIDTH,
+                         initial_indent=f"  {group}=".ljust(HELP_INDENT),
+                         subsequent_indent=" " * HELP_INDENT, break_on_hyphens=False)
+
+
+OmegaConf.register_new_resolver("ftbnn_exp.group", group_help, replace=True)
+
+
+def run_job(cfg: DictConfig, place: RunPlace) -> None:
+    if cfg.get("kd"):
+        run_multistep(cfg, place)
+    else:
+        train_run(cfg, place)
+
+
+def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
+    """A job's error that is not the user's as a failed record in its ``metrics.json`` (a
+    crash during training has written its own), and as one line."""
+    message = f"{type(error).__name__}: {one_line_message(error)}"
+    record_failure(place.run_dir / "metrics.json", describe(cfg, place), message)
+    return message
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     place = RunPlace(Path(hydra_cfg.runtime.output_dir),
                      hydra_cfg.runtime.choices.get("experiment"))
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    SWEEP.ran += 1
     try:
-        if cfg.get("kd"):
-            run_multistep(cfg, place)
-        else:
-            train_run(cfg, place)
-    except UserError as error:
-        if full_errors():
-            raise
-        print(f"error: {one_line_message(error)}", file=sys.stderr)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            sys.exit(2)
+        run_job(cfg, place)
     except SIGTERMException:
         print(f"{cfg.run_name}: stopped by SIGTERM; state saved in {place.run_dir}/checkpoints/"
               f"interrupted.ckpt; the same command with hydra.run.dir={place.run_dir} resumes",
               file=sys.stderr)
         sys.exit(143)
+    except Exception as error:
+        user = isinstance(error, UserError)  # recorded by the run itself
+        message = one_line_message(error) if user else record_crash(cfg, place, error)
+        if full_errors() or not (user or multirun):
+            raise  # a single run's crash shows its traceback
+        if not multirun:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+        print(f"error: {place.run_dir}: {message}", file=sys.stderr)
+        SWEEP.failed.append(place.run_dir)
+        if not hydra_cfg.launcher._target_.endswith("BasicLauncher"):
+            raise  # a job that a launcher such as SLURM ran elsewhere fails the sweep so
 
 
 def output_root(overrides: list[str], multirun: bool) -> str:
@@ -71,6 +132,10 @@ def main() -> None:
             check_writable(output_root(overrides, multirun="-m" in sys.argv or
                                        "--multirun" in sys.argv))
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line_message(error)}", file=sys.stderr)
             sys.exit(2)
     _hydra_main()
+    if SWEEP.failed:
+        print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (status failed in their "
+              f"metrics.json): {', '.join(str(d) for d in SWEEP.failed)}", file=sys.stderr)
+        sys.exit(1)

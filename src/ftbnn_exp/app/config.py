@@ -3,38 +3,70 @@
 Values that go into a spec dataclass (schedule, placement, optimizer, scheduler, distillation,
 model family and arguments) are checked by building that spec (:func:`specs`); the few keys
 that belong to no spec are checked here, against :data:`_SCHEMA`. Either way through
-:func:`ftbnn_exp.validation.check_value`, with allowed values read from the registries.
+:func:`ftbnn_exp.validation.check_value`, with allowed values read from the registries. Every
+key must be one that something reads (:func:`check_known_keys`; ``~key`` only where keys are
+free), and the trainer must fit the machine it starts on (:func:`check_machine`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import Accelerator, AcceleratorRegistry
+from lightning.pytorch.plugins.environments import (
+    LSFEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ftbnn_exp.artifacts import load_checkpoint
 from ftbnn_exp.complexity import CONVENTIONS
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import Family, family
-from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.nn import NonLinearitySchedule, part
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationSpec
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
-from ftbnn_exp.validation import BOOLEAN, INTEGER, NUMBER, check_value
+from ftbnn_exp.validation import BOOLEAN, FRACTION, INTEGER, NUMBER, TEXT, check_value
 
-CONF_DIR = Path(os.environ.get("FTBNN_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+CONF_DIR = Path(str(files("ftbnn_exp.conf")))
+"""The package's configs, where this copy is installed (the repository's ``conf/`` in an
+editable install); a user's own configs come through ``hydra.searchpath``."""
 
 MODEL_META_KEYS = ("name", "label", "family", "scheduler")
 """Keys of a ``model=`` yaml that describe the option; every other key is a builder argument."""
 DATA_SHAPE_KEYS = ("in_channels", "num_classes", "image_size")
 """What a model learns from its data; passed to the builders that take them."""
+FREE_SECTIONS = ("callbacks", "logger")
+"""Sections whose entries are the user's own ``_target_`` configs (``+callbacks.x={...}``):
+any key may be added there, and deleted."""
+REGISTRY_SECTIONS = ("model", "placement")
+"""Sections whose keys the model and placement registries check (builder arguments)."""
+SCHEDULE_FROM_PLACEMENT = ("placement", "placement_args")
+"""Fields of the schedule that come from ``placement=``, not from ``nonlinearity=``."""
+SPEC_SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "optimizer": (OptimizerSpec, ()),
+    "scheduler": (SchedulerSpec, ()),
+    "kd": (DistillationSpec, ()),
+    "nonlinearity": (NonLinearitySchedule, SCHEDULE_FROM_PLACEMENT),
+}
+"""Sections read into a spec dataclass: (the spec, its fields given from elsewhere)."""
+HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_"})
 
 # Keys that belong to no spec: (kind, allowed values or None, must be positive, may be null).
 _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
@@ -46,6 +78,8 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "convention": (None, CONVENTIONS, False, True),
     "test_weights": (None, ("last", "best"), False, False),
     "trainer.max_epochs": (INTEGER, None, True, False),
+    "trainer.num_nodes": (INTEGER, None, True, False),
+    "trainer.gradient_clip_val": (NUMBER, None, False, True),
     "data.batch_size": (INTEGER, None, True, False),
     "data.num_workers": (INTEGER, None, False, True),
     "data.noise": (NUMBER, None, False, True),
@@ -54,7 +88,8 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "data.eval_resize": (INTEGER, None, True, True),
     "data.num_classes": (INTEGER, None, True, True),
     "data.in_channels": (None, (1, 3), False, True),
-    "data.val_fraction": (NUMBER, None, True, True),
+    "data.val_fraction": (FRACTION, None, True, True),
+    "data.test_fraction": (FRACTION, None, True, True),
     "stage": (None, tuple(STAGE_MODES), False, True),
     "lean_backward": (BOOLEAN, None, False, False),
     "channels_last": (None, ("auto", True, False), False, False),
@@ -67,6 +102,10 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "checkpoint.keep_last": (INTEGER, None, True, False),
     "kd.attention_from": (None, ("teacher", "previous_stage"), False, False),
     "kd.distill_stage0": (BOOLEAN, None, False, False),
+    "kd.teacher": (TEXT, None, False, False),
+    "kd.teacher_epochs": (INTEGER, None, True, False),
+    "kd.epochs": (None, None, False, False),
+    "kd.stage_overrides": (None, None, False, False),
 }
 
 
@@ -104,10 +143,10 @@ def import_plugins(cfg: DictConfig) -> None:
 
 
 def schedule_of(cfg: DictConfig) -> NonLinearitySchedule:
-    n, p = cfg.nonlinearity, cfg.placement
-    args = {k: v for k, v in p.items() if k != "name"}
-    return NonLinearitySchedule(stage_end=n.stage_end, other=n.other, placement=p.name,
-                                placement_args=args)
+    """``nonlinearity=``'s modules, placed where ``placement=`` says (SCHEDULE_FROM_PLACEMENT)."""
+    p = cfg.placement
+    return spec_from(NonLinearitySchedule, cfg.nonlinearity, placement=p.name,
+                     placement_args={k: v for k, v in p.items() if k != "name"})
 
 
 def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -124,6 +163,9 @@ def specs(cfg: DictConfig) -> RunSpecs:
              if not (entry.solved_width and k == "width" and v is None)}
     entry.check_arguments(given, "model.", hidden=(*DATA_SHAPE_KEYS, "schedule"),
                           complete=False)
+    for kind in ("binarizer", "scaling"):  # registered parts, named before anything is built
+        if kind in kwargs:
+            part(kind, kwargs[kind], f"model.{kind}")
     return RunSpecs(
         family=entry,
         model_kwargs=kwargs,
@@ -147,23 +189,189 @@ def missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return found
 
 
-def validate(cfg: DictConfig) -> RunSpecs:
-    """Check ``cfg`` once and return its specs; a :class:`UserError` names the first bad key."""
+@lru_cache(maxsize=1)
+def top_level_keys() -> frozenset[str]:
+    """The keys of ``conf/config.yaml`` and the names of its config groups: all that is read
+    at the top of a run's config."""
+    base = OmegaConf.load(CONF_DIR / "config.yaml")
+    groups = {key for entry in base.defaults if isinstance(entry, DictConfig) for key in entry}
+    return frozenset((set(base) - {"defaults", "hydra"}) | groups)
+
+
+def schema_leaves(section: str) -> set[str]:
+    """The keys of ``section`` that :data:`_SCHEMA` checks."""
+    return {key.split(".", 1)[1] for key in _SCHEMA if key.startswith(f"{section}.")}
+
+
+def target_parameters(target: str) -> set[str] | None:
+    """The keyword arguments ``target`` takes, a class's through the ``**kwargs`` each
+    ``__init__`` hands to its bases; None when it takes any keyword."""
+    try:
+        found = get_object(target)
+    except Exception as error:
+        raise UserError(f"_target_={target} cannot be imported ({one_line_message(error)})"
+                        ) from None
+    functions = ([c.__dict__["__init__"] for c in found.__mro__ if "__init__" in c.__dict__]
+                 if inspect.isclass(found) else [found])
+    names: set[str] = set()
+    for function in functions:
+        parameters = inspect.signature(function).parameters.values()
+        names |= {p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def section_keys(name: str, section: DictConfig) -> tuple[set[str] | None, str]:
+    """The keys section ``name`` may hold (None: any) and what reads them, for messages."""
+    if name in SPEC_SECTIONS:
+        spec, given = SPEC_SECTIONS[name]
+        own = {f.name for f in fields(spec)} - set(given)
+        return {"name", *own, *schema_leaves(name)}, f"a key of {name}"
+    if "_target_" in section:
+        parameters = target_parameters(section._target_)
+        allowed = None if parameters is None else parameters | HYDRA_KEYS
+        return allowed, f"an argument of {section._target_}"
+    return schema_leaves(name), f"a key of {name}"
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Every key is one that something reads: ``+foo=1``, ``+optimizer.bogus=1`` or a misspelt
+    key in a yaml is refused, not ignored. :data:`FREE_SECTIONS` take any key;
+    :data:`REGISTRY_SECTIONS` are checked by their registries (:func:`specs`)."""
+    allowed_top = top_level_keys()
+    for name in cfg:
+        if name not in allowed_top:
+            raise UserError(f"{name} is not a config key; allowed: "
+                            f"{', '.join(sorted(allowed_top))}")
+        if (name in FREE_SECTIONS + REGISTRY_SECTIONS or OmegaConf.is_interpolation(cfg, name)
+                or not isinstance(cfg[name], DictConfig)):
+            continue
+        allowed, owner = section_keys(name, cfg[name])
+        unknown = sorted(set(cfg[name]) - allowed) if allowed is not None else []
+        if unknown:
+            raise UserError(f"{name}.{unknown[0]} is not {owner}; allowed: "
+                            f"{', '.join(sorted(allowed - HYDRA_KEYS))}")
+
+
+def check_init_from(cfg: DictConfig) -> None:
+    """A multi-step run's ``init_from`` is a checkpoint of this framework: refused before a
+    teacher trains for it, not after."""
+    init_from = cfg.get("init_from")
+    if init_from is None or not cfg.get("kd"):
+        return
+    if not Path(str(init_from)).is_file():
+        raise UserError(f"init_from={init_from} is not a file; give a checkpoint (.ckpt) of "
+                        f"this framework")
+    try:
+        load_checkpoint(init_from)
+    except UserError as error:
+        raise UserError(f"init_from={init_from}: {one_line_message(error)}; allowed: a "
+                        f"checkpoint (.ckpt) of this framework") from None
+
+
+def check_multistep_keys(cfg: DictConfig) -> None:
+    """``stage`` and ``init_from`` are read by ``experiment=kd_multistep`` only: a command
+    line that sets them for a plain run is refused, not ignored. (Checked on the command line:
+    the pipeline's own teacher run inherits them unused.)"""
+    for key in ("stage", "init_from"):
+        if cfg.get(key) is not None and not cfg.get("kd"):
+            raise UserError(f"{key}={cfg[key]} is read only by experiment=kd_multistep (one "
+                            f"stage, from init_from's weights); allowed here: null")
+
+
+def accelerator_class(name: str) -> type[Accelerator]:
+    """Lightning's accelerator registered as ``name`` (cpu, cuda, mps, tpu, a plug-in's)."""
+    return AcceleratorRegistry[name]["accelerator"]
+
+
+def accelerator_backend(name: str) -> str:
+    """``trainer.accelerator`` as Lightning resolves ``auto`` (a device where one is available,
+    else the CPU) and ``gpu`` (Lightning's name for CUDA or MPS)."""
+    if name not in ("auto", "gpu"):
+        return name
+    devices = sorted(n for n in AcceleratorRegistry.available_accelerators() if n != "cpu")
+    usable = [n for n in devices if accelerator_class(n).is_available()
+              and (name == "auto" or n in ("cuda", "mps"))]
+    return usable[0] if usable else ("cpu" if name == "auto" else "cuda")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: taskset, a SLURM allocation)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def requested_devices(devices: Any, backend: str) -> int:
+    """How many processes ``trainer.devices`` starts, read as Lightning reads it (``auto``,
+    ``-1``, a count, ``"2"``, a list of GPU ids or ``"0,1"``)."""
+    accelerator = accelerator_class(backend)
+    if devices == "auto":
+        return 1 if backend == "cpu" else accelerator.auto_device_count()
+    return len(accelerator.get_parallel_devices(accelerator.parse_devices(devices)))
+
+
+def check_devices(name: str, backend: str, devices: Any) -> None:
+    """``trainer.devices`` as Lightning reads it, up to this machine's cores or devices."""
+    devices = list(devices) if isinstance(devices, ListConfig) else devices
+    capacity = cpu_cores() if backend == "cpu" else accelerator_class(backend).auto_device_count()
+    try:
+        count = requested_devices(devices, backend)
+    except (TypeError, ValueError, MisconfigurationException):
+        count = None  # a form Lightning does not take for this accelerator
+    if count is None or count > capacity:
+        unit = "CPU cores" if backend == "cpu" else f"{backend.upper()} devices"
+        allowed = (f"auto or 1 to {capacity}" if backend == "cpu" else
+                   f"auto, -1, 1 to {capacity} or ids from 0 to {capacity - 1}")
+        raise UserError(f"trainer.devices={devices} does not fit this machine's {capacity} "
+                        f"{unit} (trainer.accelerator={name}); allowed: {allowed}")
+
+
+def check_machine(trainer: DictConfig) -> None:
+    """``trainer.accelerator``, ``devices`` and ``num_nodes`` against this machine, before
+    anything starts: CPU processes up to its cores, GPUs up to ``torch.cuda.device_count()``
+    (``trainer.devices=64`` on 2 cores forked 63 DDP processes before anything refused it),
+    more than one node only where every node runs the command (else rank 0 waits for ever)."""
+    name = trainer.get("accelerator", "auto")
+    backend = accelerator_backend(name)
+    if not accelerator_class(backend).is_available():
+        here = ["auto", *sorted(n for n in AcceleratorRegistry.available_accelerators()
+                                if accelerator_class(n).is_available())]
+        raise UserError(f"trainer.accelerator={name}: this machine has no {backend.upper()} "
+                        f"device; allowed here: {', '.join(here)}")
+    check_devices(name, backend, trainer.get("devices", "auto"))
+    nodes = trainer.get("num_nodes", 1)
+    launched = any(env.detect() for env in (SLURMEnvironment, TorchElasticEnvironment,
+                                            LSFEnvironment)) or "NODE_RANK" in os.environ
+    if nodes > 1 and not launched:
+        raise UserError(f"trainer.num_nodes={nodes} needs this command started on every node "
+                        f"(hydra/launcher=slurm, torchrun, or NODE_RANK, MASTER_ADDR and "
+                        f"MASTER_PORT set); allowed here: 1")
+
+
+def validate(cfg: DictConfig, on_this_machine: bool = True) -> RunSpecs:
+    """Check ``cfg`` once and return its specs; a :class:`UserError` names the first bad key.
+    ``on_this_machine``: the run starts here, so its trainer must fit this machine (not so
+    for a job that a launcher such as SLURM starts elsewhere: it checks where it lands)."""
     missing = missing_keys(cfg)
     if missing:
         raise UserError(f"{missing[0]} is required here (set {missing[0]}=...)")
     import_plugins(cfg)
+    check_known_keys(cfg)
     for key, (kind, allowed, positive, optional) in _SCHEMA.items():
         parent, _, leaf = key.rpartition(".")
         section = OmegaConf.select(cfg, parent) if parent else cfg
         if section is None or leaf not in section:
             continue  # a section without this key (a data set without `noise`)
         check_value(key, section[leaf], kind, allowed, positive, optional)
-    init_from = cfg.get("init_from")
-    if init_from is not None and not Path(str(init_from)).is_file():
-        # Checked before anything trains (a multi-step run may train its teacher first).
-        raise UserError(f"init_from={init_from} is not a file; give a checkpoint (.ckpt) of "
-                        f"this framework")
+    accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    check_value("trainer.accelerator", cfg.trainer.get("accelerator", "auto"), TEXT,
+                accelerators)
+    if on_this_machine:
+        check_machine(cfg.trainer)
+    check_init_from(cfg)
     return specs(cfg)
 
 
@@ -184,9 +392,8 @@ def one_line(error: BaseException) -> str:
     return " ".join(kept)
 
 
-def _override_sets(overrides: list[str]) -> Iterable[list[str]]:
+def _override_sets(parsed: list[Override]) -> Iterable[list[str]]:
     """The override lists a (multi)run composes: sweeps are tried one value at a time."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     yield fixed
     for override in parsed:
@@ -194,6 +401,25 @@ def _override_sets(overrides: list[str]) -> Iterable[list[str]]:
             key = override.get_key_element()
             for value in override.sweep_string_iterator():
                 yield [*fixed, f"{key}={value}"]
+
+
+def check_deletions(parsed: list[Override]) -> None:
+    """``~key`` only in :data:`FREE_SECTIONS`: elsewhere a deleted key is one the run needs
+    (``~seed``, ``~model``) or one whose default would be taken without a word
+    (``~optimizer.lr``)."""
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() and key.split(".")[0] not in FREE_SECTIONS:
+            raise UserError(f"~{key}: {key} is required and cannot be deleted (allowed: "
+                            f"~{'.<name>, ~'.join(FREE_SECTIONS)}.<name>); set {key}=... "
+                            f"instead")
+
+
+def launched_here(overrides: list[str]) -> bool:
+    """Whether the jobs run on this machine: not with a launcher such as
+    ``hydra/launcher=slurm``, whose jobs check the machine they land on."""
+    return not any(o.lstrip("+").startswith("hydra/launcher=") and not o.endswith("=basic")
+                   for o in overrides)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -205,16 +431,20 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def check_overrides(overrides: list[str]) -> None:
     """Compose and validate every configuration a command line asks for; raise UserError.
-    Of Hydra's own keys only ``hydra.searchpath`` (plug-in configs) changes what composes."""
+    Of Hydra's own keys only ``hydra.searchpath`` (plug-in configs) changes what composes,
+    and ``hydra/launcher`` where the jobs run."""
     user = [o for o in overrides
             if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
-        sets = list(_override_sets(user))
+        parsed = OverridesParser.create().parse_overrides(user)
+        sets = list(_override_sets(parsed))
     except Exception as error:  # the override grammar's own errors
         raise UserError(one_line(error)) from error
+    check_deletions(parsed)
     for override_set in sets:
         try:
             cfg = compose_config(override_set)
         except Exception as error:
             raise UserError(one_line(error)) from error
-        validate(cfg)
+        validate(cfg, on_this_machine=launched_here(overrides))
+        check_multistep_keys(cfg)

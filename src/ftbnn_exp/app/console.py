@@ -28,5 +28,7 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     # Lightning's start-up notices (devices, tips, "GPU available") are info-level records.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda"):
+                 "lightning.pytorch.accelerators.cuda",
+                 # "weights_only was not set" on OnExceptionCheckpoint's save
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftbnn_exp.app.build import build_datamodule
 from ftbnn_exp.app.config import CONF_DIR
 from ftbnn_exp.app.run import RunPlace, say, train_run
+from ftbnn_exp.app.storage import own_run_folder
 from ftbnn_exp.artifacts import write_json_atomic
 from ftbnn_exp.training.distillation import STAGE_MODES
 
@@ -56,6 +57,14 @@ def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
 
 
 def run_multistep(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
+    """The pipeline in its run folder, owned for its whole length (each stage and the teacher
+    also own their own subfolders, as ordinary runs)."""
+    place.run_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_folder(place.run_dir):
+        return _stages(cfg, place)
+
+
+def _stages(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
     teacher = teacher_source(cfg, place)
     if teacher is None:
         return None

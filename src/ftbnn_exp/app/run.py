@@ -26,9 +26,9 @@ from ftbnn_exp.app.build import (
     build_datamodule,
     build_loggers,
     build_model,
-    build_teacher,
     build_trainer,
     convention_for,
+    distillation_teacher,
     measure,
     model_spec,
     resolve_width,
@@ -36,7 +36,14 @@ from ftbnn_exp.app.build import (
     use_channels_last,
 )
 from ftbnn_exp.app.config import RunSpecs, validate
-from ftbnn_exp.app.storage import check_free_space, check_resume_config, resume_checkpoint
+from ftbnn_exp.app.storage import (
+    changed_keys,
+    check_free_space,
+    check_resume_config,
+    free_reserve,
+    own_run_folder,
+    resume_checkpoint,
+)
 from ftbnn_exp.artifacts import (
     load_checkpoint,
     model_from_checkpoint,
@@ -49,6 +56,7 @@ from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec
 from ftbnn_exp.nn import set_binarization
 from ftbnn_exp.training.callbacks import RunRecord
+from ftbnn_exp.training.checkpoint_io import DiskFull
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationModule
 from ftbnn_exp.training.module import ClassificationModule
 
@@ -164,7 +172,7 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
         load_weights(model, init_from)
         info["init"] = {"from": str(init_from), "fingerprint": fingerprint(model)}
     distilled = specs.distillation is not None and (stage != 0 or cfg.kd.distill_stage0)
-    teacher = build_teacher(cfg, datamodule.spec) if distilled else None
+    teacher = distillation_teacher(cfg, datamodule) if distilled else None
     attention = (previous_stage(init_from, stage)
                  if distilled and cfg.kd.attention_from == "previous_stage" and stage else None)
     convention = convention_for(cfg, specs)
@@ -208,7 +216,8 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModu
         # in memory (test_weights=last) draws a notice that they are the ones used.
         warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")
         warnings.filterwarnings("ignore", message=r".*ckpt_path=None.*")
-        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=prepared.checkpoint)
+        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=prepared.checkpoint,
+                    weights_only=True)  # a checkpoint is data: no pickled code
         if not trainer.interrupted:
             # A SLURM requeue's checkpoint is spent once training went past it; left in place,
             # Lightning would restore it for testing (and any later rerun).
@@ -217,7 +226,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModu
         if module.diverged_at_epoch is None or cfg.test_weights == "best":
             weights = "best" if cfg.test_weights == "best" else None
             trainer.test(module, datamodule=prepared.datamodule, ckpt_path=weights,
-                         verbose=False)
+                         verbose=False, weights_only=True)
 
 
 def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
@@ -231,13 +240,49 @@ def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
     record.info["final_fingerprint"] = fingerprint(prepared.model)
     record.write(module)
     result = record.payload(module)
-    final = result["final"]
-    top1, top5 = final.get("test/top1"), final.get("test/top5")
-    scores = (f"test top-1 {top1:.2f}%  top-5 {top5:.2f}%" if top1 is not None
-              else "not tested")
-    say(f"{cfg.run_name}: {scores}  [{result['status']}, {result['epochs_run']} epochs] "
-        f"-> {run_dir / 'metrics.json'}")
+    say(result_line(cfg, result, run_dir))
     return result
+
+
+def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
+    """A run's last line: its test scores, status and epochs, and where its record is."""
+    final = result.get("final") or {}
+    top1, top5 = final.get("test/top1"), final.get("test/top5")
+    scores = ("not tested" if top1 is None else f"test top-1 {top1:.2f}%"
+              + ("" if top5 is None else f"  top-5 {top5:.2f}%"))
+    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {result.get('epochs_run')} "
+            f"epochs] -> {run_dir / 'metrics.json'}")
+
+
+FINISHED = ("completed", "diverged")
+"""Statuses of a run with nothing left to do: training ended and its result is recorded."""
+RERUN_KEYS = ("trainer.max_steps", "trainer.max_time", "trainer.limit_test_batches",
+              "trainer.fast_dev_run", "test_weights")
+"""Not run-shaping, but a rerun that changes them asks for more: training on to a new stop
+(the resume continues it) or another test score (the resume re-tests)."""
+
+
+def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The record of a run that finished in ``run_dir`` with this run-shaping config, or None
+    when this run has to go ahead. So a rerun of a multirun into the same folder neither trains
+    nor tests its finished jobs again (resuming the last checkpoint would re-test it). Only
+    under ``resume=auto``: ``never`` or a path asks for training; a changed config goes on to
+    the resume check, which refuses it naming the keys, or resumes (:data:`RERUN_KEYS`)."""
+    path = run_dir / "metrics.json"
+    if cfg.resume != "auto" or not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # the run itself decides what a torn record means
+    if not isinstance(earlier, dict) or earlier.get("status") not in FINISHED:
+        return None
+    saved = earlier.get("config") or {}
+    if changed_keys(saved, OmegaConf.to_container(cfg, resolve=True)):
+        return None
+    recorded = OmegaConf.create(saved)
+    same = all(OmegaConf.select(recorded, k) == OmegaConf.select(cfg, k) for k in RERUN_KEYS)
+    return earlier if same else None
 
 
 def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
@@ -258,9 +303,22 @@ def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
 def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
               init_from: str | Path | None = None) -> dict[str, Any]:
     """Train and test one model; ``stage`` sets the multi-step binarization (Appendix C) and
-    ``init_from`` the starting weights. Returns the ``metrics.json`` payload."""
+    ``init_from`` the starting weights. Returns the ``metrics.json`` payload; a run that
+    finished in this folder before returns its record untouched (:func:`finished_earlier`).
+    The run folder is owned meanwhile: a second run into it is refused before it writes
+    anything."""
+    place.run_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_folder(place.run_dir):
+        earlier = finished_earlier(cfg, place.run_dir)
+        if earlier is not None:
+            say("skipped, finished earlier: " + result_line(cfg, earlier, place.run_dir))
+            return earlier
+        return _train_owned(cfg, place, stage, init_from)
+
+
+def _train_owned(cfg: DictConfig, place: RunPlace, stage: int | None,
+                 init_from: str | Path | None) -> dict[str, Any]:
     run_dir = place.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = describe(cfg, place)
     try:
         prepared = prepare(cfg, place, info, stage, init_from)
@@ -279,5 +337,10 @@ def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
         logger.log_hyperparams({**info["config"], "width": info["width"],
                                 "complexity": info["complexity"],
                                 "complexity_imagenet": info["complexity_imagenet"]})
-    fit_and_test(cfg, trainer, module, prepared)
+    try:
+        fit_and_test(cfg, trainer, module, prepared)
+    except DiskFull:
+        free_reserve(run_dir)  # room for the record's last word, which the full disk refused
+        record.write(module)
+        raise
     return finish(cfg, record, module, prepared, run_dir)

@@ -23,6 +23,18 @@ from ftbnn_exp.errors import UserError
 from ftbnn_exp.paper import PaperTable4Row
 
 FORMATS = ("table", "json")
+HELP = """\
+usage: python -m ftbnn_exp.complexity [group=option ...] [key=value ...] [format=table|json]
+
+Counts the model that the same training command (python -m ftbnn_exp ...) would build, at that
+command's data size, without training: MACs, FLOPs, BOPs and params per layer and in total, the
+budget (FLOPs + BOPs/64; convention=macs|paper), the width the solver picks for a derived
+model's budget, and Table 4's row where one matches. format=json prints one JSON object.
+
+examples:
+  python -m ftbnn_exp.complexity
+  python -m ftbnn_exp.complexity model=derived depth=34 groups=5 budget=135 data=imagenet
+  python -m ftbnn_exp.complexity model=bireal depth=34 format=json"""
 
 
 def _millions(value: float) -> str:
@@ -53,6 +65,9 @@ def render_table(complexity: Complexity, paper: PaperTable4Row | None) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):  # Hydra's override parser would refuse them
+        print(HELP)
+        return 0
     fmt = "table"
     overrides = []
     for arg in argv:

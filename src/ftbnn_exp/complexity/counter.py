@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ftbnn_exp.nn import BinaryConv2d
+from ftbnn_exp.nn import BinaryConv2d, part_of
 
 CONVENTIONS: tuple[str, ...] = ("macs", "paper")
 BINARY_PARAMS_PER_REAL = 32
@@ -133,6 +133,9 @@ def count_layer(name: str, module: nn.Module, inputs: tuple[Tensor, ...], output
         kernel = module.kernel_size
         area = kernel * kernel if isinstance(kernel, int) else kernel[0] * kernel[1]
         row.flops = area * output[0].numel()
+    entry = part_of(module)
+    if entry is not None:  # what a registered part adds (a scale map), batch of one
+        row.flops += entry.flops(module, inputs, output)
     if not (row.macs or row.flops or row.params_fp or row.params_binary):
         return None
     return row
@@ -143,7 +146,8 @@ def _tracing(model: nn.Module, convention: str, rows: list[LayerCount]) -> Itera
     handles = []
     seen: set[str] = set()
     for name, module in model.named_modules():
-        if next(module.children(), None) is not None:
+        # leaves, and parts with children of their own (a gated binary conv's FCs)
+        if next(module.children(), None) is not None and part_of(module) is None:
             continue
 
         def hook(mod: nn.Module, inputs: tuple[Tensor, ...], output: Tensor,

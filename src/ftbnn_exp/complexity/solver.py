@@ -6,15 +6,21 @@ conv buildable) whose *measured* budget is nearest the target, with its admissib
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from ftbnn_exp.complexity.counter import count_complexity
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models.derived import derived_ftbnn, width_problem
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.paper import PaperTable4Row, paper_table4_row
 
 MAX_WIDTH = 2048
+TOLERANCE = 0.1
+"""How far a solved model's budget may miss its target: Table 4's rows of one budget group lie
+within 6 % of the group's budget (84.5–94.7M for ~90M); a model further off is not that
+budget's model."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,16 @@ def _quadratic_guess(points: list[tuple[int, float]], target: float) -> float:
     return (-b + ((b * b - 4 * a * (c - target)) ** 0.5)) / (2 * a)
 
 
+def _width_guess(candidates: list[int], budget: Callable[[int], float], target: float) -> float:
+    """A width near the target: the quadratic through three measured widths near 32, 64 and
+    96, or the smallest width where the groups leave fewer than three there."""
+    seeds = sorted({min(range(len(candidates)), key=lambda i: abs(candidates[i] - w))
+                    for w in (32, 64, 96)})
+    if len(seeds) < 3:
+        return candidates[0]
+    return _quadratic_guess([(candidates[i], budget(i)) for i in seeds], target)
+
+
 def solve_width(depth: int, groups: int, budget_m: float, convention: str = "paper",
                 image_size: int = 224, num_classes: int = 1000) -> WidthChoice:
     """The admissible width whose measured budget is nearest the target of ``budget_m`` (in M,
@@ -75,30 +91,49 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
 
     Three measured widths seed a quadratic guess (budget = BOPs/64, which grow with w², plus
     FLOPs, which grow with w); then the widths around the guess are measured, walking on until
-    the target is bracketed, and the nearest wins.
+    the target is bracketed, and the nearest wins. A target that no admissible width comes
+    within :data:`TOLERANCE` of is refused: the model would not be that budget's.
     """
     if budget_m <= 0:
-        raise ValueError(f"budget={budget_m} must be a positive number of millions")
+        raise InvalidArgument(f"budget={budget_m} must be a positive number of millions")
     target_m, paper_row = budget_target(budget_m, depth, groups)
     target = target_m * 1e6
     candidates = admissible_widths(groups)
+    shape = f"depth={depth} groups={groups}"
 
     def budget(index: int) -> float:
         return derived_budget(depth, groups, candidates[index], convention, image_size,
                               num_classes)
 
-    seeds = [min(range(len(candidates)), key=lambda i: abs(candidates[i] - w))
-             for w in (32, 64, 96)]
-    guess = _quadratic_guess([(candidates[i], budget(i)) for i in seeds], target)
+    if not candidates:
+        raise InvalidArgument(f"groups={groups} admits no width up to {MAX_WIDTH}; allowed: "
+                              f"groups up to {MAX_WIDTH}")
+    smallest = budget(0)
+    if smallest - target > TOLERANCE * target:
+        raise InvalidArgument(
+            f"budget={budget_m:g} is below the smallest derived model at {shape} (width="
+            f"{candidates[0]}: {smallest / 1e6:.1f}M); allowed: budget >= "
+            f"{smallest / (1 + TOLERANCE) / 1e6:.1f}")
+    guess = _width_guess(candidates, budget, target)
+    too_wide = InvalidArgument(f"budget={budget_m:g} needs a width beyond {MAX_WIDTH} at "
+                               f"{shape}; allowed: a smaller budget")
+    if guess > MAX_WIDTH:  # refused before building a model that wide
+        raise too_wide
     index = min(range(len(candidates)), key=lambda i: abs(candidates[i] - guess))
     while index > 0 and budget(index) > target:
         index -= 1
     while index < len(candidates) - 1 and budget(index + 1) <= target:
         index += 1
-    if index == len(candidates) - 1:
-        raise ValueError(f"budget={budget_m} needs a width beyond {MAX_WIDTH}; choose a smaller "
-                         "budget")
-    best = min((index, index + 1), key=lambda i: abs(budget(i) - target))
+    last = len(candidates) - 1
+    if index == last and target - budget(last) > TOLERANCE * target:
+        raise too_wide
+    best = min({index, min(index + 1, last)}, key=lambda i: abs(budget(i) - target))
+    if abs(budget(best) - target) > TOLERANCE * target:
+        raise InvalidArgument(
+            f"budget={budget_m:g} cannot be met at {shape}: the nearest admissible widths "
+            f"measure {budget(index) / 1e6:.1f}M (width={candidates[index]}) and "
+            f"{budget(index + 1) / 1e6:.1f}M (width={candidates[index + 1]}); allowed: "
+            f"fewer groups, another budget, or width=N")
     around = [i for i in range(best - 2, best + 3) if 0 <= i < len(candidates) and i != best]
     return WidthChoice(candidates[best], budget(best), target,
                        tuple((candidates[i], budget(i)) for i in around), paper_row)

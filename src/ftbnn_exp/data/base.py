@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import Dataset, Subset
 
 from ftbnn_exp.data.loading import EpochLoader, EpochSampler, SeededSamples
+from ftbnn_exp.data.registry import register_data_class
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class ClassificationDataModule(L.LightningDataModule):
 
     spec: DataSpec
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_data_class(cls)  # a stored data config may name it (data/registry.py)
+
     def __init__(self, name: str = "", batch_size: int = 64, num_workers: int = 0,
                  pin_memory: bool = False, seed: int = 0,
                  prefetch_factor: int | None = None) -> None:
@@ -55,6 +61,13 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set: Dataset | Subset | None = None
         self.val_set: Dataset | Subset | None = None
         self.test_set: Dataset | Subset | None = None
+
+    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """How this module's tensors relate to [0, 1] pixels: ``x = (pixel − mean) / std`` per
+        channel, as ``(mean, std)``; None where they are not pixels on [0, 1] (the digits'
+        standardised 0–16 counts). A distillation teacher trained on other inputs is fed
+        through it (:class:`~ftbnn_exp.training.distillation.TeacherInput`)."""
+        return None
 
     def _loader(self, dataset: Dataset | Subset | None, shuffle: bool) -> EpochLoader:
         """A resumable loader (see :mod:`ftbnn_exp.data.loading`) whose order starts at the

@@ -10,6 +10,8 @@ image) and the class count come from the folders; a value given explicitly must 
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property, partial
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Subset, default_collate
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ftbnn_exp.data.backends import (
     BACKENDS,
@@ -83,6 +86,27 @@ class CheckedImageFolder(datasets.ImageFolder):
             return super().__getitem__(index)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
             return unreadable(path, error, self.skip_log)
+
+
+def check_class_images(split: Path, classes: Sequence[str],
+                       samples: Sequence[tuple[str, int]]) -> None:
+    """Every class folder of ``split`` yields images: an empty one would count as a class
+    that is never seen, and an unreadable one is skipped without a word by ImageFolder (its
+    class then never seen either, and top-1 reads as if it did not exist)."""
+    counts = Counter(label for _, label in samples)
+    for index, name in enumerate(classes):
+        if counts[index]:
+            continue
+        folder = split / name
+        try:
+            with os.scandir(folder) as entries:
+                next(entries, None)
+        except OSError as error:
+            raise DataNotFoundError(f"data.root: class folder '{folder}' cannot be read "
+                                    f"({error.strerror}); fix its permissions or remove it"
+                                    ) from None
+        raise DataNotFoundError(f"data.root: class folder '{folder}' holds no image "
+                                f"({', '.join(IMG_EXTENSIONS)}); add images or remove it")
 
 
 def collate_present(batch: list[Any]) -> Any:
@@ -167,9 +191,10 @@ class FolderDataModule(ClassificationDataModule):
             raise DataNotFoundError(f"data.root='{Path(self.root).resolve()}' has no 'train' "
                                     f"folder; {layout(self.name)}")
         classes = class_folders(train)
-        if not classes:
-            raise DataNotFoundError(f"data.root='{train.resolve()}' has no class folders; "
-                                    f"{layout(self.name)}")
+        if len(classes) < 2:
+            found = f"one class folder ({classes[0]})" if classes else "no class folders"
+            raise DataNotFoundError(f"data.root='{train.resolve()}' has {found}; a classifier "
+                                    f"needs at least two; {layout(self.name)}")
         for split in ("val", "test"):
             folder = self.split_folder(split)
             extra = sorted(set(class_folders(folder)) - set(classes)) if folder else []
@@ -222,6 +247,10 @@ class FolderDataModule(ClassificationDataModule):
         return CheckedImageFolder(Path(self.root) / split, transform, spec.in_channels,
                                   self.skipped_log, self.classes)
 
+    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        mean, std = self.normalization.values(self.spec.in_channels, self.augment.divide_std)
+        return tuple(mean), tuple(std)
+
     @property
     def cut(self) -> Cut:
         spec = self.spec
@@ -253,10 +282,12 @@ class FolderDataModule(ClassificationDataModule):
             return
         _ = self.found
         train = self.folder_set("train", train=True)
+        check_class_images(Path(self.root) / "train", self.classes, train.samples)
         if self.split_folder("val") is not None:
             self.train_set, self.val_set = train, self.folder_set("val", train=False)
         else:
-            kept, held = stratified_holdout(train.targets, self.val_fraction, self.split_seed)
+            kept, held = stratified_holdout([label for _, label in train.samples],
+                                            self.val_fraction, self.split_seed)
             self.train_set = Subset(train, kept)
             self.val_set = Subset(self.folder_set("train", train=False), held)
         self.test_set = (self.folder_set("test", train=False)

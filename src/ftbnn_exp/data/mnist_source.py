@@ -10,20 +10,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ftbnn_exp.data.vision import MNISTDataModule
+from ftbnn_exp.data.vision import MNISTDataModule, load_mnist_npz
 from ftbnn_exp.errors import DataNotFoundError
+
+
+def npz_problem(npz_path: str) -> str | None:
+    """Why ``npz_path`` is not a usable mnist.npz (its contents too: not twenty runs that fail
+    alike), or None."""
+    if not Path(npz_path).is_file():
+        return f"{npz_path} is not a file"
+    try:
+        load_mnist_npz(npz_path)
+    except DataNotFoundError as error:
+        return str(error)
+    return None
 
 
 def choose(npz_path: str | None, root: str = "data") -> tuple[str, str]:
     """(overrides, message)."""
-    if npz_path:
-        path = Path(npz_path)
-        if path.is_file():
-            return (f"data=mnist data.npz_path={path.resolve()}",
-                    f"MNIST: using {path.resolve()}")
-        reason = f"{npz_path} is not a file"
-    else:
-        reason = "no mnist.npz given (MNIST_NPZ=...)"
+    reason = npz_problem(npz_path) if npz_path else "no mnist.npz given (MNIST_NPZ=...)"
+    if reason is None:
+        path = Path(npz_path).resolve()
+        return f"data=mnist data.npz_path={path}", f"MNIST: using {path}"
     try:
         MNISTDataModule(root=root, download=True).setup()
         return f"data=mnist data.root={root}", f"MNIST: torchvision files under {root}/"

@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ftbnn_exp.data.registry import register_data_class
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.validation import BOOLEAN, INTEGER, NUMBER, check_value
 
@@ -98,6 +99,10 @@ class Augment:
     eval_crop: float = 1.0
     divide_std: bool = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_data_class(cls)  # a stored data config may name it (data/registry.py)
+
     def __post_init__(self) -> None:
         check_value("augment.eval_crop", self.eval_crop, NUMBER, positive=True)
         check_value("augment.divide_std", self.divide_std, BOOLEAN)
@@ -145,6 +150,9 @@ class Augment:
         return v2.Compose([v2.Resize(resize or self.eval_resize(image_size), antialias=True),
                            v2.CenterCrop(image_size), *_to_tensor(),
                            norm.transform(channels, self.divide_std)])
+
+
+register_data_class(Augment)
 
 
 @dataclass(frozen=True)

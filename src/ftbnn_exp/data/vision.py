@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torchvision.transforms import v2
 from ftbnn_exp.data.base import ClassificationDataModule, DataSpec, split_indices
 from ftbnn_exp.data.folder import FolderDataModule
 from ftbnn_exp.data.transforms import Augment, CifarCrop
-from ftbnn_exp.errors import DataNotFoundError
+from ftbnn_exp.errors import DataNotFoundError, one_line_message
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -31,18 +32,39 @@ def _missing(name: str, root: str, download: bool, error: Exception) -> DataNotF
     )
 
 
+MNIST_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def load_mnist_npz(path: str) -> dict[str, np.ndarray]:
-    """Arrays ``x_train, y_train, x_test, y_test`` of a Keras-style ``mnist.npz``."""
+    """Arrays ``x_train, y_train, x_test, y_test`` of a Keras-style ``mnist.npz``. Read without
+    pickle (a file is data, never code): a text file, a plain ``.npy``, object or non-numeric
+    arrays are a one-line error naming the file."""
     file = Path(path)
     if not file.is_file():
         raise DataNotFoundError(f"data.npz_path='{file.resolve()}' is not a file")
-    with np.load(file) as arrays:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+    if not zipfile.is_zipfile(file):
+        raise _not_mnist(file, "it is not an npz (zip) archive")
+    with np.load(file, allow_pickle=False) as arrays:
+        missing = set(MNIST_NPZ_KEYS) - set(arrays.files)
         if missing:
-            raise DataNotFoundError(
-                f"data.npz_path='{file}' lacks {sorted(missing)}; a Keras-style mnist.npz has "
-                "x_train, y_train, x_test, y_test")
-        return {key: arrays[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+            raise _not_mnist(file, f"it lacks {', '.join(sorted(missing))}")
+        return {key: _numeric_array(arrays, key, file) for key in MNIST_NPZ_KEYS}
+
+
+def _not_mnist(file: Path, reason: str) -> DataNotFoundError:
+    return DataNotFoundError(f"data.npz_path='{file}' is not a Keras-style mnist.npz (numeric "
+                             f"arrays {', '.join(MNIST_NPZ_KEYS)}): {reason}")
+
+
+def _numeric_array(arrays: Any, key: str, file: Path) -> np.ndarray:
+    """One array of the archive; pickled objects are refused, never loaded."""
+    try:
+        array = arrays[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise _not_mnist(file, f"{key}: {one_line_message(error)}") from None
+    if array.dtype.kind not in "uif":
+        raise _not_mnist(file, f"{key} holds {array.dtype}, not numbers")
+    return array
 
 
 def _mnist_tensors(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
@@ -60,6 +82,9 @@ class MNISTDataModule(ClassificationDataModule):
         super().__init__(**kwargs)
         self.root, self.download, self.npz_path = root, download, npz_path
         self.val_size, self.train_limit = val_size, train_limit
+
+    def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (MNIST_MEAN,), (MNIST_STD,)
 
     def _splits(self) -> tuple[Dataset, Dataset]:
         if self.npz_path:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ftbnn_exp import plugins
 from ftbnn_exp.artifacts import data_module, load_checkpoint, model_from_checkpoint, model_spec
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.export import (
@@ -31,6 +32,9 @@ from ftbnn_exp.models import family
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ftbnn_exp.deploy",
                                      description=__doc__.splitlines()[0])
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (a plug-in a checkpoint's model needs; "
+                             "nothing a file names is imported otherwise); repeatable")
     commands = parser.add_subparsers(dest="command", required=True)
     exporting = commands.add_parser("export", help="checkpoint -> packed inference model")
     exporting.add_argument("checkpoint")
@@ -78,6 +82,11 @@ def _bench(args: argparse.Namespace) -> int:
     if any(t < 1 for t in threads):
         raise UserError(f"--threads {threads}: thread counts must be positive")
     x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
+    with torch.no_grad():
+        if args.stem == "fp32" and not torch.equal(runner(x), inference(x)):
+            raise UserError(f"deploy bench: the {how} runner's logits differ from the reference "
+                            f"engine's; not timed (`deploy verify` shows where)")
+    print(f"runner: {how}")
 
     def ms(run) -> float:
         with torch.no_grad():
@@ -104,6 +113,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    plugins.load(args.plugin)
     if args.command == "bench":
         return _bench(args)
     if args.command == "export":

@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint, model_from_metadata
+from ftbnn_exp.artifacts import (
+    load_checkpoint,
+    load_weights_exactly,
+    model_from_checkpoint,
+    model_from_metadata,
+    reason,
+    write_atomic,
+)
 from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights
 from ftbnn_exp.deploy.layers import packed_layers, to_inference
 from ftbnn_exp.errors import UserError
@@ -23,26 +30,52 @@ LOGIT_TOLERANCE = 1e-4
 
 
 def export(checkpoint_path: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the inference model of ``checkpoint_path`` to ``out``; return the sizes."""
+    """Write the inference model of ``checkpoint_path`` to ``out`` (whole or not at all);
+    return the sizes."""
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
     inference = to_inference(model)
-    torch.save({"format": FORMAT, "ftbnn_exp": checkpoint["ftbnn_exp"],
-                "state_dict": inference.state_dict()}, out)
-    return sizes(model, inference, Path(checkpoint_path), Path(out))
+    metadata = {k: v for k, v in checkpoint["ftbnn_exp"].items() if k != "source"}
+    target = Path(out)
+    if not target.parent.is_dir():
+        raise UserError(f"export: folder '{target.parent}' of '{target}' does not exist")
+    try:
+        write_atomic(target, lambda stream: torch.save(
+            {"format": FORMAT, "ftbnn_exp": metadata, "state_dict": inference.state_dict()},
+            stream))
+    except OSError as error:
+        raise UserError(f"export: '{target}' cannot be written ({reason(error)})") from None
+    return sizes(model, inference, Path(checkpoint_path), target)
+
+
+PACKING = 64
+"""A float model holds at most this many values per value of its export (1-bit weights in
+int64 words): the bound that refuses a forged export's spec before it is built."""
 
 
 def load_export(path: str | Path) -> nn.Module:
+    """An export of :func:`export`, rebuilt from its spec (registered names only; nothing in
+    the file is imported or called) and its packed weights; one line for a bad file."""
     file = Path(path)
     try:
         exported = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"export '{file}' cannot be read: {error}") from error
-    if not isinstance(exported, dict) or exported.get("format") != FORMAT:
+        raise UserError(f"export '{file}' cannot be read: {reason(error)}") from None
+    if (not isinstance(exported, dict) or exported.get("format") != FORMAT
+            or not isinstance(exported.get("ftbnn_exp"), dict)
+            or not isinstance(exported.get("state_dict"), dict)):
         raise UserError(f"'{file}' is not an ftbnn_exp export ({FORMAT}); make one with "
                         f"`python -m ftbnn_exp.deploy export <checkpoint> <out>`")
-    inference = to_inference(model_from_metadata(exported["ftbnn_exp"]))
-    inference.load_state_dict(exported["state_dict"])
+    metadata = {**exported["ftbnn_exp"], "source": f"export '{file}'"}
+    stored = sum(t.numel() for t in exported["state_dict"].values()
+                 if isinstance(t, torch.Tensor))
+    with torch.device("meta"):
+        needed = sum(p.numel() for p in model_from_metadata(metadata).parameters())
+    if needed > PACKING * stored + 2**16:
+        raise UserError(f"export '{file}': its spec describes a model of {needed} values, "
+                        f"more than its {stored} stored values can hold")
+    inference = to_inference(model_from_metadata(metadata))
+    load_weights_exactly(inference, exported["state_dict"], metadata["source"])
     return inference.eval()
 
 
@@ -97,7 +130,7 @@ def verify(model: nn.Module, inference: nn.Module, loader: DataLoader,
     for name, conv in model.named_modules():
         if not isinstance(conv, BinaryConv2d):
             continue
-        signs, nonzero = pack_weights(conv.weight)
+        signs, nonzero = pack_weights(torch.sign(conv.binary_weight().detach()))
         shape = (f"{conv.in_channels}→{conv.out_channels} {conv.kernel_size[0]}×"
                  f"{conv.kernel_size[1]}/{conv.stride[0]} g{conv.groups}")
         checks[name] = LayerCheck(name, "", shape)
@@ -105,7 +138,7 @@ def verify(model: nn.Module, inference: nn.Module, loader: DataLoader,
         def compare(module: BinaryConv2d, args: tuple, _: Tensor, name: str = name,
                     words: tuple[Tensor, Tensor] = (signs, nonzero)) -> None:
             x = args[0]
-            expected = F.conv2d(x.double(), torch.sign(module.weight).double(), None,
+            expected = F.conv2d(x.double(), torch.sign(module.binary_weight()).double(), None,
                                 module.stride, module.padding, module.dilation, module.groups)
             got = binary_conv2d(x, *words, module.kernel_size[0], module.stride[0],
                                 module.padding[0], module.groups)

@@ -1,7 +1,8 @@
 """The fast CPU path: bit-packed binary convolutions in C++ (``kernels/bconv.cpp``).
 
-Built on first use with torch's extension tooling and cached by torch. Without a working
-compiler the package falls back to the exact PyTorch reference (:mod:`bitops`), saying so once.
+Built on first use with torch's extension tooling (announced: it takes minutes) and cached in
+torch's extension folder. Without a working compiler the package falls back to the exact
+PyTorch reference (:mod:`bitops`), saying so once.
 Instruction-set paths (AVX-512 VPOPCNTDQ, AVX-512BW, AVX2, scalar POPCNT) are chosen at run
 time from the CPU's features; every path is bit-exact against the reference (tests). The
 kernels split output pixels over torch's intra-op threads (``torch.set_num_threads``); each
@@ -11,9 +12,13 @@ output is computed by one thread in one order, so any thread count gives the sam
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from functools import cache, partial
+from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 
@@ -24,25 +29,57 @@ from torch.profiler import record_function
 
 from ftbnn_exp.deploy.bitops import pack
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d
-from ftbnn_exp.nn import FPReLU
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.nn import fused_form
 
-SOURCE = Path(__file__).with_name("kernels") / "bconv.cpp"
+SOURCE = files("ftbnn_exp.deploy") / "kernels" / "bconv.cpp"
+"""Installed with the package (package data), built where :func:`build_source` says."""
+NAME = "ftbnn_bconv"
+# -fopenmp: without it ATen's parallel_for runs the whole range on the calling thread
+CFLAGS = ("-O3", "-ffp-contract=off", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+BUILD_NOTE = "building the C++ kernels (first use, ~2 min)…"
 PATHS = ("popcnt", "avx2", "avx512bw", "avx512_vpopcntdq")
 """Paths by number, slowest first; :func:`best_path` takes the last one the CPU has."""
 BIPOLAR, UNIPOLAR, GENERAL = 0, 1, 2
 ACTIVATIONS = {"none": 0, "relu": 1, "slopes": 2}
 
 
+def build_source() -> tuple[Path, Path]:
+    """The kernels' build folder and the source copied into it. The folder is named by what the
+    build depends on (source text, flags, torch, Python), not by where the package lies:
+    torch's own folder is one per extension name, and its ninja file holds the source's path,
+    so a checkout and an installed copy rebuilt over each other's build (~2 min at each switch).
+    Here every copy of the same source shares one build; an edited source gets its own."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    text = SOURCE.read_bytes()
+    digest = hashlib.sha256(text)
+    digest.update(repr((CFLAGS, LDFLAGS, torch.__version__, sys.version)).encode())
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    folder = Path(root) / f"{NAME}-{digest.hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / SOURCE.name
+    if not source.exists():  # never rewritten: a newer file would make ninja build again
+        partial_copy = folder / f"{SOURCE.name}.{os.getpid()}"
+        partial_copy.write_bytes(text)
+        partial_copy.replace(source)
+    return folder, source
+
+
 @cache
 def kernels() -> ModuleType | None:
-    """The compiled extension, or None (with one warning) where it cannot be built."""
+    """The compiled extension, or None (with one warning) where it cannot be built. A build
+    takes minutes without a word from torch, so a missing build is announced on stderr."""
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import LIB_EXT, load
 
-        # -fopenmp: without it ATen's parallel_for runs the whole range on the calling thread
-        return load(name="ftbnn_bconv", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"], verbose=False)
+        folder, source = build_source()
+        if not (folder / f"{NAME}{LIB_EXT}").exists():
+            print(BUILD_NOTE, file=sys.stderr, flush=True)
+        # copies: torch appends its own flags to the lists it is given
+        return load(name=NAME, sources=[str(source)], extra_cflags=list(CFLAGS),
+                    extra_ldflags=list(LDFLAGS), build_directory=str(folder), verbose=False)
     except Exception as error:  # no compiler, no headers, not x86-64: all mean "reference"
         warnings.warn(f"ftbnn_exp: the C++ binary-conv kernels could not be built "
                       f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
@@ -93,22 +130,21 @@ def kind_from_counts(counts: Tensor, weights_have_zeros: bool) -> int:
     return BIPOLAR if zeros == 0 else GENERAL
 
 
-def activation_of(module: nn.Module) -> tuple[int, Tensor, Tensor]:
-    """The fused form of a non-linear module: (code, negative slopes, positive slopes)."""
-    empty = torch.empty(0)
-    if isinstance(module, nn.Identity):
-        return ACTIVATIONS["none"], empty, empty
-    if isinstance(module, nn.ReLU):
-        return ACTIVATIONS["relu"], empty, empty
-    if isinstance(module, FPReLU):
-        return (ACTIVATIONS["slopes"], module.negative.detach().flatten().contiguous(),
-                module.positive.detach().flatten().contiguous())
-    if isinstance(module, nn.PReLU):
-        negative = module.weight.detach().flatten()
-        if negative.numel() == 1:
-            negative = negative.expand(module.num_parameters or 1)
-        return ACTIVATIONS["slopes"], negative.contiguous(), torch.ones_like(negative)
-    raise ValueError(f"no fused form for {type(module).__name__}")
+def activation_of(module: nn.Module, where: str) -> tuple[int, Tensor, Tensor]:
+    """The fused form of a non-linear module, (code, negative slopes, positive slopes), from
+    its registered part's ``fused`` trait; a one-line refusal naming it otherwise."""
+    form = fused_form(module, where)
+    if form.kind == "slopes":
+        return ACTIVATIONS["slopes"], form.negative, form.positive
+    return ACTIVATIONS[form.kind], torch.empty(0), torch.empty(0)
+
+
+def check_binarizer(module: nn.Module, where: str) -> None:
+    """The packing step computes ``torch.sign(x)``; refuse, in one line, a binarizer whose
+    fused form is another (a per-channel threshold) or that has none."""
+    if fused_form(module, where).threshold is not None:
+        raise InvalidArgument(f"the fused runner packs sign(x) only; {type(module).__name__} "
+                              f"at {where} binarizes at a learned threshold")
 
 
 class FastBinaryConv:
@@ -153,8 +189,8 @@ class FastBinaryConv:
                                   empty, empty, 0, empty, empty, 0)
 
     def fuse(self, bn: FoldedBatchNorm2d, nonlinear: nn.Module | None = None,
-             next_groups: int = 0) -> FusedBinaryConv:
-        return FusedBinaryConv(self, bn, nonlinear, next_groups)
+             next_groups: int = 0, where: str = "") -> FusedBinaryConv:
+        return FusedBinaryConv(self, bn, nonlinear, next_groups, where)
 
 
 class FusedBinaryConv:
@@ -163,12 +199,13 @@ class FusedBinaryConv:
     next binary conv and the counts (negatives, zeros) that pick that conv's formula."""
 
     def __init__(self, conv: FastBinaryConv, bn: FoldedBatchNorm2d,
-                 nonlinear: nn.Module | None, next_groups: int) -> None:
+                 nonlinear: nn.Module | None, next_groups: int, where: str = "") -> None:
         if bn.conv_scale.numel():
-            raise ValueError("fused output: Bi-Real's weight scale is not fused; run the "
-                             "raw conv and the model's own output step")
+            raise InvalidArgument("the fused runner has no form for a weight scale (the "
+                                  "scaling's per-channel α); it runs on the per-conv path")
         self.conv, self.next_groups = conv, next_groups
-        self.act, self.negative, self.positive = activation_of(nonlinear or nn.Identity())
+        self.act, self.negative, self.positive = activation_of(nonlinear or nn.Identity(),
+                                                               where)
         self.scale, self.bias = bn.scale.contiguous(), bn.bias.contiguous()
         self.empty = torch.empty(0)
 
@@ -223,12 +260,17 @@ class FastFTBNN:
         stages = getattr(inference, "stages", [])
         self.blocks = [block for stage in stages for block in stage]
         fusable = all(isinstance(b, BasicBlock) and isinstance(b.conv, PackedBinaryConv2d)
-                      and not b.bn.conv_scale.numel() for b in self.blocks)
+                      for b in self.blocks)
         if not self.blocks or not fusable:
-            raise ValueError("FastFTBNN runs exported FTBNN baselines (scale-free BasicBlocks)")
+            raise InvalidArgument("the fused runner runs exported FTBNN baselines (stages of "
+                                  "BasicBlocks)")
+        names = block_names(inference)
+        for block in self.blocks:
+            check_binarizer(block.binarize, f"{names[block]}.binarize")
         self.stem = stem(inference.stem, stem_precision)
         next_groups = [block.conv.groups for block in self.blocks[1:]] + [0]
-        self.kernels = [FastBinaryConv(block.conv, path).fuse(block.bn, block.nonlinear, groups)
+        self.kernels = [FastBinaryConv(block.conv, path).fuse(block.bn, block.nonlinear, groups,
+                                                              f"{names[block]}.nonlinear")
                         for block, groups in zip(self.blocks, next_groups, strict=True)]
         self.shortcuts = [ExactLayout(block.downsample) if block.downsample is not None
                           else None for block in self.blocks]
@@ -265,17 +307,22 @@ class FastDerived:
         self.stem = stem(inference.stem, stem_precision)
         self.blocks = [block for stage in inference.stages for block in stage]
         if not all(isinstance(b, NormalBlock | ReductionBlock) for b in self.blocks):
-            raise ValueError("FastDerived runs exported derived models (Fig. 4 blocks)")
-        bridge = inference.bridge
+            raise InvalidArgument("the fused runner runs exported derived models (Fig. 4 "
+                                  "blocks)")
+        bridge, names = inference.bridge, block_names(inference)
+        check_binarizer(bridge[0], "bridge.0")
+        for block in self.blocks:
+            check_binarizer(block.binarize, f"{names[block]}.binarize")
         convs = [bridge[1]] + [block.conv for block in self.blocks]
         norms = [bridge[2]] + [block.bn for block in self.blocks]
         acts = [None] + [block.nonlinear for block in self.blocks]
+        wheres = ["bridge"] + [f"{names[block]}.nonlinear" for block in self.blocks]
         # a block packs its output for the next only where that input is not doubled first
         follows = [0 if isinstance(b, ReductionBlock) else b.conv.groups
                    for b in self.blocks] + [0]
-        self.kernels = [FastBinaryConv(conv, path).fuse(bn, act, groups)
-                        for conv, bn, act, groups in zip(convs, norms, acts, follows,
-                                                         strict=True)]
+        self.kernels = [FastBinaryConv(conv, path).fuse(bn, act, groups, where)
+                        for conv, bn, act, groups, where in zip(convs, norms, acts, follows,
+                                                                wheres, strict=True)]
         self.shortcuts = {block: ExactLayout(partial(pooled_twice, block.pool))
                           for block in self.blocks if isinstance(block, ReductionBlock)}
 
@@ -363,11 +410,17 @@ def head(model: nn.Module, x: Tensor) -> Tensor:
         return model.fc(torch.flatten(model.pool(x.contiguous()), 1))
 
 
+def block_names(model: nn.Module) -> dict[nn.Module, str]:
+    """Each module's qualified name, for messages that say where a part is."""
+    return {module: name for name, module in model.named_modules()}
+
+
 def fastest(inference: nn.Module, fast_path: str, path: int | None = None,
             stem_precision: str = "fp32") -> tuple[Callable[[Tensor], Tensor], str]:
     """The fastest exact way to run an export, and its name, for its family's ``fast_path``
     trait: ``network``, the blocks fused (:class:`FastFTBNN`, :class:`FastDerived`; with
-    ``stem_precision="bf16"`` not exact, see :func:`stem`); ``layers``, the binary convs on
+    ``stem_precision="bf16"`` not exact, see :func:`stem`), where every part has a fused form
+    (else the runner's one-line refusal is part of the name); ``layers``, the binary convs on
     the kernels (:func:`accelerate`); the export itself (reference engine) without kernels."""
     from ftbnn_exp.models.derived import DerivedFTBNN
 
@@ -377,7 +430,10 @@ def fastest(inference: nn.Module, fast_path: str, path: int | None = None,
         runner = FastDerived if isinstance(inference, DerivedFTBNN) else FastFTBNN
         name = "fused blocks" + (", bf16 stem (not bit-exact)" if stem_precision == "bf16"
                                  else "")
-        return runner(inference, path, stem_precision), name
+        try:
+            return runner(inference, path, stem_precision), name
+        except InvalidArgument as refusal:
+            return accelerate(inference, path), f"C++ binary convs ({refusal})"
     return accelerate(inference, path), "C++ binary convs"
 
 

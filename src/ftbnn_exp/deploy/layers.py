@@ -1,21 +1,21 @@
 """Inference layers of an exported model: packed 1-bit weights and BN folded into an affine.
 
-:func:`to_inference` swaps every binary conv + BN pair of a trained model for
-:class:`PackedBinaryConv2d` + :class:`FoldedBatchNorm2d`; everything else (binarizers, stem,
-1×1 shortcuts, pooling, non-linear modules, FC) stays as it was, in float.
+:func:`to_inference` swaps every binary conv + BN pair of a trained model (as its blocks
+declare them) for :class:`PackedBinaryConv2d` + :class:`FoldedBatchNorm2d`; everything else
+(binarizers, stem, 1×1 shortcuts, pooling, non-linear modules, FC) stays as it was, in float.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ftbnn_exp.deploy.bitops import binary_conv2d, pack
-from ftbnn_exp.nn import BinaryConv2d, ScaledBinaryConv2d
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.nn import BinaryConv2d, fused_form
 
 
 def _fit_buffers(module: nn.Module, state_dict: dict, prefix: str, names: tuple[str, ...]) -> None:
@@ -59,10 +59,11 @@ class PackedBinaryConv2d(nn.Module):
         return self.out_channels * (self.in_channels // self.groups) * self.kernel_size ** 2
 
     @classmethod
-    def from_conv(cls, conv: BinaryConv2d) -> PackedBinaryConv2d:
+    def from_conv(cls, conv: nn.Module) -> PackedBinaryConv2d:
         packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
                      conv.padding[0], conv.groups)
-        weight = conv.weight.detach().cpu()
+        # the signs the conv computes with (Libra-PB binarizes balanced weights, not W)
+        weight = conv.binary_weight().detach().cpu()
         packed.signs = _bits_to_bytes(weight > 0)
         if bool((weight == 0).any()):
             packed.nonzero = _bits_to_bytes(weight != 0)
@@ -140,22 +141,44 @@ class FoldedBatchNorm2d(nn.Module):
         return x * self.scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def _conv_scale(conv: BinaryConv2d) -> Tensor | None:
-    if isinstance(conv, ScaledBinaryConv2d):
-        return conv.weight.detach().abs().mean(dim=(1, 2, 3))
-    return None
+def _conv_scale(conv: nn.Module, where: str) -> Tensor | None:
+    """The binary conv's per-channel output scale, from its registered scaling's deploy form
+    (None: scale-free, absorbed into the BN)."""
+    return fused_form(conv, where, "export")
+
+
+def _binary_pairs(parent: nn.Module, where: str) -> list[tuple[str, str]]:
+    """The (binary conv, BN) child names ``parent`` declares in ``binary_pairs``; a one-line
+    refusal for a binary conv it does not pair or a partner that is not a BN."""
+    pairs = list(getattr(parent, "binary_pairs", ()))
+    children = dict(parent.named_children())
+    paired = {conv for conv, _ in pairs}
+    for conv, bn in pairs:
+        if not (isinstance(children.get(conv), BinaryConv2d)
+                and isinstance(children.get(bn), nn.BatchNorm2d)):
+            raise InvalidArgument(
+                f"export: {type(parent).__name__}.binary_pairs pairs '{where}{conv}' with "
+                f"'{where}{bn}', which are not a binary conv and a BatchNorm2d")
+    for name, child in children.items():
+        if isinstance(child, BinaryConv2d) and name not in paired:
+            raise InvalidArgument(
+                f"export: binary conv '{where}{name}' of {type(parent).__name__} has no declared "
+                f"BN partner; declare binary_pairs = (('{name}', '<its BN>'),) on the block")
+    return pairs
 
 
 def to_inference(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with each binary conv followed by a BN, in registration
-    order as every block here declares them, replaced by packed bits and a folded BN."""
+    """A copy of ``model`` (eval mode) with each binary conv and the BN its block pairs it with
+    (``binary_pairs``, declared by every block, never guessed from the order of declaration)
+    replaced by packed bits and a folded BN; a one-line error where a block pairs nothing."""
     inference = copy.deepcopy(model).eval()
-    for parent in list(inference.modules()):
-        children = list(parent.named_children())
-        for (name, child), (next_name, following) in itertools.pairwise(children):
-            if isinstance(child, BinaryConv2d) and isinstance(following, nn.BatchNorm2d):
-                setattr(parent, next_name, FoldedBatchNorm2d.fold(following, _conv_scale(child)))
-                setattr(parent, name, PackedBinaryConv2d.from_conv(child))
+    for prefix, parent in list(inference.named_modules()):
+        where = f"{prefix}." if prefix else ""
+        for conv_name, bn_name in _binary_pairs(parent, where):
+            conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+            scale = _conv_scale(conv, where + conv_name)
+            setattr(parent, bn_name, FoldedBatchNorm2d.fold(bn, scale))
+            setattr(parent, conv_name, PackedBinaryConv2d.from_conv(conv))
     return inference
 
 

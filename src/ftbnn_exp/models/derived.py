@@ -12,7 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.models.layout import blocks_per_stage, build_stages, is_small_input
+from ftbnn_exp.models.layout import (
+    FTBNN_PARTS,
+    BinaryParts,
+    ConvLayer,
+    InputQuantizer,
+    blocks_per_stage,
+    build_stages,
+    is_small_input,
+)
 from ftbnn_exp.models.registry import register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
@@ -82,22 +90,32 @@ class BridgeBlock(nn.Sequential):
     changes) and no non-linear module (not drawn in Fig. 4c).
     """
 
-    def __init__(self, width: int, bound: float) -> None:
+    binary_pairs = (("1", "2"),)
+    """Each binary conv and the BN that follows it (deployment folds them together)."""
+
+    def __init__(self, width: int, input_quantizer: InputQuantizer = BinaryActivation,
+                 conv_layer: ConvLayer = BinaryConv2d) -> None:
         super().__init__(
-            BinaryActivation(bound),
-            BinaryConv2d(STEM_CHANNELS, width, 3, stride=1, padding=1, bound=bound),
+            input_quantizer(STEM_CHANNELS),
+            conv_layer(STEM_CHANNELS, width, 3, stride=1, padding=1),
             nn.BatchNorm2d(width),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return binary_conv_bn(x, self[0], self[1], self[2])
 
 
 class NormalBlock(nn.Module):
     """sign → group binary 3×3 conv → BN → + x → non-linear module (Fig. 4d)."""
 
-    def __init__(self, channels: int, groups: int, nonlinear: nn.Module, bound: float) -> None:
+    binary_pairs = (("conv", "bn"),)
+
+    def __init__(self, channels: int, groups: int, nonlinear: nn.Module,
+                 input_quantizer: InputQuantizer = BinaryActivation,
+                 conv_layer: ConvLayer = BinaryConv2d) -> None:
         super().__init__()
-        self.binarize = BinaryActivation(bound)
-        self.conv = BinaryConv2d(channels, channels, 3, stride=1, padding=1, groups=groups,
-                                 bound=bound)
+        self.binarize = input_quantizer(channels)
+        self.conv = conv_layer(channels, channels, 3, stride=1, padding=1, groups=groups)
         self.bn = nn.BatchNorm2d(channels)
         self.nonlinear = nonlinear
 
@@ -114,12 +132,16 @@ class ReductionBlock(nn.Module):
     The pool excludes the zero padding from its average (our choice; the paper is silent).
     """
 
-    def __init__(self, in_channels: int, groups: int, nonlinear: nn.Module, bound: float) -> None:
+    binary_pairs = (("conv", "bn"),)
+
+    def __init__(self, in_channels: int, groups: int, nonlinear: nn.Module,
+                 input_quantizer: InputQuantizer = BinaryActivation,
+                 conv_layer: ConvLayer = BinaryConv2d) -> None:
         super().__init__()
         out_channels = 2 * in_channels
-        self.binarize = BinaryActivation(bound)
-        self.conv = BinaryConv2d(out_channels, out_channels, 3, stride=2, padding=1,
-                                 groups=reduction_groups(groups), bound=bound)
+        self.binarize = input_quantizer(out_channels)
+        self.conv = conv_layer(out_channels, out_channels, 3, stride=2, padding=1,
+                               groups=reduction_groups(groups))
         self.bn = nn.BatchNorm2d(out_channels)
         self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)
         self.nonlinear = nonlinear
@@ -143,7 +165,7 @@ class DerivedFTBNN(nn.Module):
         in_channels: int = 3,
         num_classes: int = 1000,
         image_size: int = 224,
-        bound: float = DEFAULT_BOUND,
+        parts: BinaryParts = FTBNN_PARTS,
     ) -> None:
         super().__init__()
         if groups < 1:
@@ -151,12 +173,11 @@ class DerivedFTBNN(nn.Module):
         check_width(width, groups)
         self.num_classes, self.width, self.groups = num_classes, width, groups
         self.stem = InitialBlock(in_channels, is_small_input(image_size))
-        self.bridge = BridgeBlock(width, bound)
+        self.bridge = BridgeBlock(width, parts.input_quantizer, parts.conv_layer)
 
         def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> nn.Module:
-            if reduces:
-                return ReductionBlock(c_in, groups, nonlinear, bound)
-            return NormalBlock(c_in, groups, nonlinear, bound)
+            kind = ReductionBlock if reduces else NormalBlock
+            return kind(c_in, groups, nonlinear, parts.input_quantizer, parts.conv_layer)
 
         widths = [width * 2 ** stage for stage in range(len(stage_blocks))]
         self.stages = build_stages(stage_blocks, widths, width, schedule, block)
@@ -184,10 +205,13 @@ def derived_ftbnn(
     num_classes: int = 1000,
     image_size: int = 224,
     bound: float = DEFAULT_BOUND,
+    binarizer: str = "sign",
+    scaling: str = "none",
 ) -> DerivedFTBNN:
-    """A derived model of Table 4 (depth 18, 34 or 44; any admissible width and G)."""
+    """A derived model of Table 4 (depth 18, 34 or 44; any admissible width and G), its binary
+    blocks made of the registered parts ``binarizer`` and ``scaling``."""
     return DerivedFTBNN(blocks_per_stage(depth), width, groups, schedule, in_channels,
-                        num_classes, image_size, bound)
+                        num_classes, image_size, BinaryParts(binarizer, scaling, bound))
 
 
 for _depth, _width in ((18, 128), (34, 88), (44, 76)):

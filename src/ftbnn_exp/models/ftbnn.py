@@ -13,7 +13,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ftbnn_exp.models.layout import blocks_per_stage, build_stages, is_small_input
+from ftbnn_exp.models.layout import (
+    FTBNN_PARTS,
+    BinaryParts,
+    ConvLayer,
+    InputQuantizer,
+    blocks_per_stage,
+    build_stages,
+    is_small_input,
+)
 from ftbnn_exp.models.registry import register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
@@ -21,7 +29,6 @@ from ftbnn_exp.nn import (
     BinaryActivation,
     BinaryConv2d,
     NonLinearitySchedule,
-    ScaledBinaryConv2d,
     binary_conv_bn,
 )
 
@@ -40,7 +47,12 @@ def real_downsample(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class BasicBlock(nn.Module):
-    """sign → binary 3×3 conv → BN → add shortcut → non-linear module (Fig. 1b)."""
+    """sign → binary 3×3 conv → BN → add shortcut → non-linear module (Fig. 1b). The binarizer
+    and the binary conv are parts passed in (``input_quantizer``, ``conv_layer``; the paper's
+    sign and scale-free conv by default)."""
+
+    binary_pairs = (("conv", "bn"),)
+    """Each binary conv and the BN that follows it (deployment folds them together)."""
 
     def __init__(
         self,
@@ -48,19 +60,12 @@ class BasicBlock(nn.Module):
         out_channels: int,
         stride: int,
         nonlinear: nn.Module,
-        scaled: bool = False,
-        bound: float = DEFAULT_BOUND,
-        scale_gradient: bool = False,
+        input_quantizer: InputQuantizer = BinaryActivation,
+        conv_layer: ConvLayer = BinaryConv2d,
     ) -> None:
         super().__init__()
-        self.binarize = BinaryActivation(bound)
-        if scaled:
-            self.conv: BinaryConv2d = ScaledBinaryConv2d(
-                in_channels, out_channels, 3, stride=stride, padding=1, bound=bound,
-                scale_gradient=scale_gradient)
-        else:
-            self.conv = BinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1,
-                                     bound=bound)
+        self.binarize = input_quantizer(in_channels)
+        self.conv = conv_layer(in_channels, out_channels, 3, stride=stride, padding=1)
         self.bn = nn.BatchNorm2d(out_channels)
         reduces = stride != 1 or in_channels != out_channels
         self.downsample = real_downsample(in_channels, out_channels) if reduces else None
@@ -92,7 +97,8 @@ def baseline_stem(in_channels: int, out_channels: int, small_input: bool,
 
 
 class FTBNN(nn.Module):
-    """ResNet-style BNN with one binary conv per block and a scheduled non-linear module."""
+    """ResNet-style BNN with one binary conv per block and a scheduled non-linear module; the
+    blocks' binarizer and binary conv come from ``parts``."""
 
     def __init__(
         self,
@@ -102,18 +108,16 @@ class FTBNN(nn.Module):
         in_channels: int = 3,
         num_classes: int = 1000,
         image_size: int = 224,
-        scaled: bool = False,
         stem_relu: bool = False,
-        bound: float = DEFAULT_BOUND,
-        scale_gradient: bool = False,
+        parts: BinaryParts = FTBNN_PARTS,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = baseline_stem(in_channels, widths[0], is_small_input(image_size), stem_relu)
 
         def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> BasicBlock:
-            return BasicBlock(c_in, c_out, 2 if reduces else 1, nonlinear, scaled, bound,
-                              scale_gradient)
+            return BasicBlock(c_in, c_out, 2 if reduces else 1, nonlinear,
+                              parts.input_quantizer, parts.conv_layer)
 
         self.stages = build_stages(stage_blocks, widths, widths[0], schedule, block)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -138,10 +142,13 @@ def ftbnn_resnet(
     image_size: int = 224,
     stem_relu: bool = False,
     bound: float = DEFAULT_BOUND,
+    binarizer: str = "sign",
+    scaling: str = "none",
 ) -> FTBNN:
-    """The FTBNN baseline (Fig. 1b): scale-free binary convs and explicit non-linear modules."""
+    """The FTBNN baseline (Fig. 1b): scale-free binary convs and explicit non-linear modules;
+    ``binarizer`` and ``scaling`` name other registered parts (Table 1's methods)."""
     return FTBNN(blocks_per_stage(depth, (18, 34)), schedule, BASELINE_WIDTHS, in_channels,
-                 num_classes, image_size, scaled=False, stem_relu=stem_relu, bound=bound)
+                 num_classes, image_size, stem_relu, BinaryParts(binarizer, scaling, bound))
 
 
 def _bireal_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
@@ -159,15 +166,19 @@ def bireal_resnet(
     bound: float = DEFAULT_BOUND,
     explicit_nonlinearity: bool = False,
     scale_gradient: bool = False,
+    binarizer: str = "sign",
+    scaling: str = "channel_mean",
 ) -> FTBNN:
     """Bi-Real Net (Fig. 1a): explicit per-channel scaling and no explicit non-linear module;
     ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations). The scale passes
     no gradient, as in Bi-Real's code (``scale_gradient=True``: it does; see
-    :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`)."""
+    :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`). Table 3's row keeps FTBNN's sign binarizer, so
+    that only the scale and the modules differ (``binarizer=approxsign``: Bi-Real's own)."""
+    options = {"scale_gradient": True} if scale_gradient else {}
     return FTBNN(blocks_per_stage(depth, (18, 34)),
                  schedule if explicit_nonlinearity else IDENTITY, BASELINE_WIDTHS, in_channels,
-                 num_classes, image_size, scaled=True, stem_relu=stem_relu, bound=bound,
-                 scale_gradient=scale_gradient)
+                 num_classes, image_size, stem_relu,
+                 BinaryParts(binarizer, scaling, bound, options))
 
 
 for _depth in (18, 34):

@@ -3,12 +3,14 @@ one stage builder every family uses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.nn import BlockPosition, NonLinearitySchedule
+from ftbnn_exp.nn import DEFAULT_BOUND, BlockPosition, NonLinearitySchedule, part
 
 BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
     18: (4, 4, 4, 4),
@@ -56,3 +58,39 @@ def build_stages(stage_blocks: Sequence[int], widths: Sequence[int], in_channels
             channels, index = width, index + 1
         stages.append(nn.Sequential(*blocks))
     return nn.Sequential(*stages)
+
+
+InputQuantizer = Callable[[int], nn.Module]
+"""``channels -> binarizer``: a block's activation binarizer (larq's ``input_quantizer``)."""
+ConvLayer = Callable[..., nn.Module]
+"""``(in_channels, out_channels, kernel_size, stride=, padding=, groups=) -> binary conv``."""
+
+
+@dataclass(frozen=True)
+class BinaryParts:
+    """The registered parts (:mod:`ftbnn_exp.nn.parts`) every binary block of a model is made
+    of, by name, as a family's arguments give them (``model.binarizer=``, ``model.scaling=``);
+    blocks receive :meth:`input_quantizer` and :meth:`conv_layer` as arguments, as
+    torchvision's blocks receive ``norm_layer``."""
+
+    binarizer: str = "sign"
+    scaling: str = "none"
+    bound: float = DEFAULT_BOUND
+    conv_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        part("binarizer", self.binarizer, "model.binarizer")
+        part("scaling", self.scaling, "model.scaling")
+
+    def input_quantizer(self, channels: int) -> nn.Module:
+        return part("binarizer", self.binarizer).build(channels, bound=self.bound)
+
+    def conv_layer(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                   stride: int = 1, padding: int = 1, groups: int = 1) -> nn.Module:
+        return part("scaling", self.scaling).build(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            groups=groups, bound=self.bound, **self.conv_options)
+
+
+FTBNN_PARTS = BinaryParts()
+"""The paper's parts: sign with the clipped STE, scale-free binary conv (§2.1, §3)."""

@@ -10,7 +10,6 @@ export, and :func:`create` rebuilds the model from it without any config system.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, get_type_hints
 from timm.models import register_model
 from torch import nn
 
+from ftbnn_exp import plugins
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.validation import check_annotation
@@ -130,8 +130,8 @@ def family(name: str) -> Family:
 @dataclass(frozen=True)
 class ModelSpec:
     """What builds a model: the family, its keyword arguments (plain values; a schedule as its
-    ``to_dict``), the modules to import first (plug-ins that register the family or a
-    placement), and the package version that wrote it."""
+    ``to_dict``), the plug-in modules it needs (they register the family or a placement; the
+    user loads them, :mod:`ftbnn_exp.plugins`), and the package version that wrote it."""
 
     family: str
     kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -147,16 +147,25 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
-        return cls(data["family"], dict(data.get("kwargs", {})), tuple(data.get("imports", ())),
-                   data.get("version", "unknown"))
+        """A spec from its stored form (a file's: every field's type checked, one line)."""
+        kwargs = data.get("kwargs", {}) if isinstance(data, Mapping) else None
+        imports = data.get("imports", ()) if isinstance(data, Mapping) else None
+        if not (isinstance(data, Mapping) and isinstance(data.get("family"), str)
+                and isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)
+                and isinstance(imports, list | tuple)
+                and all(isinstance(m, str) for m in imports)):
+            raise InvalidArgument("model_spec must be {family: str, kwargs: {str: value}, "
+                                  "imports: [str]}")
+        return cls(data["family"], dict(kwargs), tuple(imports),
+                   str(data.get("version", "unknown")))
 
 
-def create(spec: ModelSpec | Mapping[str, Any]) -> nn.Module:
-    """The (untrained) model of ``spec``."""
+def create(spec: ModelSpec | Mapping[str, Any], source: str = "the model spec") -> nn.Module:
+    """The (untrained) model of ``spec``. Its plug-ins (``imports``) must have been loaded by
+    the user (:mod:`ftbnn_exp.plugins`): a spec read from a file imports nothing."""
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec.from_dict(spec)
-    for module in spec.imports:
-        importlib.import_module(module)
+    plugins.require(spec.imports, source)
     entry = family(spec.family)
     kwargs = dict(spec.kwargs)
     if entry.takes_schedule:

@@ -16,8 +16,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.models.layout import FTBNN_PARTS, BinaryParts
 from ftbnn_exp.models.registry import register_family
-from ftbnn_exp.nn import DEFAULT_BOUND, BinaryActivation, BinaryConv2d, make_nonlinear_module
+from ftbnn_exp.nn import DEFAULT_BOUND, binary_conv_bn, make_nonlinear_module
 
 KINDS = ("linear", "binary", "prelu", "relu")
 """Fig. 2's four models."""
@@ -29,17 +30,19 @@ class Fig2Block(nn.Module):
     """sign → 3×3 conv → BN → + x → non-linear module (Fig. 1b). The ``linear`` model keeps the
     real input and the real weights (no sign, plain conv)."""
 
-    def __init__(self, channels: int, kind: str, bound: float = DEFAULT_BOUND) -> None:
+    binary_pairs = (("conv", "bn"),)
+
+    def __init__(self, channels: int, kind: str, parts: BinaryParts = FTBNN_PARTS) -> None:
         super().__init__()
         binary = kind != "linear"
-        self.binarize = BinaryActivation(bound) if binary else nn.Identity()
-        self.conv = (BinaryConv2d(channels, channels, 3, padding=1, bound=bound) if binary
+        self.binarize = parts.input_quantizer(channels) if binary else nn.Identity()
+        self.conv = (parts.conv_layer(channels, channels, 3, padding=1) if binary
                      else nn.Conv2d(channels, channels, 3, padding=1, bias=False))
         self.bn = nn.BatchNorm2d(channels)
         self.nonlinear = make_nonlinear_module(_MODULE[kind], channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.nonlinear(self.bn(self.conv(self.binarize(x))) + x)
+        return self.nonlinear(binary_conv_bn(x, self.binarize, self.conv, self.bn) + x)
 
 
 class Fig2Net(nn.Module):
@@ -49,7 +52,7 @@ class Fig2Net(nn.Module):
 
     def __init__(self, kind: str, width: int = 16, bottleneck: int | None = 2,
                  in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
-                 pooled_size: int = 4, bound: float = DEFAULT_BOUND) -> None:
+                 pooled_size: int = 4, parts: BinaryParts = FTBNN_PARTS) -> None:
         super().__init__()
         if kind not in KINDS:
             raise InvalidArgument(f"model.kind={kind!r} is not allowed; allowed: "
@@ -59,7 +62,7 @@ class Fig2Net(nn.Module):
             nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(width),
         )
-        self.blocks = nn.Sequential(Fig2Block(width, kind, bound), Fig2Block(width, kind, bound))
+        self.blocks = nn.Sequential(Fig2Block(width, kind, parts), Fig2Block(width, kind, parts))
         self.pool = nn.AdaptiveAvgPool2d(pooled_size)
         features = width * pooled_size * pooled_size
         self.bottleneck = nn.Linear(features, bottleneck) if bottleneck else nn.Identity()
@@ -89,7 +92,9 @@ def _kind_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
 @register_family("fig2_net", nonlinearity_label=_kind_label)
 def fig2_net(kind: str = "binary", width: int = 16, bottleneck: int | None = 2,
              in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
-             pooled_size: int = 4, bound: float = DEFAULT_BOUND) -> Fig2Net:
-    """Section 1's 2-layer model of ``kind`` (any input size: the pooling is adaptive)."""
+             pooled_size: int = 4, bound: float = DEFAULT_BOUND, binarizer: str = "sign",
+             scaling: str = "none") -> Fig2Net:
+    """Section 1's 2-layer model of ``kind`` (any input size: the pooling is adaptive), its
+    binary blocks made of the registered parts ``binarizer`` and ``scaling``."""
     return Fig2Net(kind, width, bottleneck, in_channels, num_classes, stem_stride, pooled_size,
-                   bound)
+                   BinaryParts(binarizer, scaling, bound))

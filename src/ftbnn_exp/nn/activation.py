@@ -1,13 +1,20 @@
-"""Fully Parametric ReLU (Fig. 3 left, Appendix E)."""
+"""Fully Parametric ReLU (Fig. 3 left, Appendix E) and ReActNet's RPReLU (Table 1's methods)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftbnn_exp.nn.lean import FPReLUFunction
+from ftbnn_exp.nn.parts import FusedActivation, mean_range, register_part
 
 
+@register_part(
+    "nonlinear", "fprelu", label="FPReLU",
+    fused=lambda m: FusedActivation("slopes", m.negative.detach().flatten().contiguous(),
+                                    m.positive.detach().flatten().contiguous()),
+    describe=lambda m: (mean_range(m.negative), mean_range(m.positive)))
 class FPReLU(nn.Module):
     """``x * positive`` for ``x > 0``, ``x * negative`` otherwise, both slopes per channel.
 
@@ -27,3 +34,33 @@ class FPReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.negative.shape[1]}"
+
+
+def _rprelu_cells(module: RPReLU) -> tuple[str, str]:
+    """Table 2's cells: the negative slope β, and the positive slope 1 with the mean shifts."""
+    return (f"β {mean_range(module.beta)}",
+            f"1, γ {module.gamma.mean():.2f} ζ {module.zeta.mean():.2f}")
+
+
+@register_part("nonlinear", "rprelu", label="RPReLU", describe=_rprelu_cells)
+class RPReLU(nn.Module):
+    """ReActNet's RPReLU (Liu et al. 2020, Eq. 3): ``PReLU_β(x − γ) + ζ``, i.e. ``x − γ + ζ``
+    where ``x > γ`` and ``β(x − γ) + ζ`` where ``x ≤ γ``, all three per channel.
+
+    Initialised as ReActNet's code (``LearnableBias`` → ``nn.PReLU`` → ``LearnableBias``):
+    shifts γ = ζ = 0 and slope β = 0.25, PyTorch's PReLU default; so it starts as a PReLU.
+    No fused form: the output step has no shift after its slopes (ζ), so the fused runner
+    refuses it in one line and deployment runs it on the per-conv path.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.full((channels,), 0.25))
+        self.zeta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x - self.gamma, self.beta) + self.zeta
+
+    def extra_repr(self) -> str:
+        return f"channels={self.beta.numel()}"

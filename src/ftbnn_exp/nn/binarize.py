@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ftbnn_exp.nn.parts import FusedBinarizer, register_part
+
 DEFAULT_BOUND = 1.2
 """STE clipping range (-1.2, 1.2) for weights and activations (§3)."""
 
@@ -42,10 +44,16 @@ ACTIVATION_MODES = ("sign", "tanh")
 ``tanh``: real-valued, multi-step stage 0 (Appendix C, following Real-to-Bin)."""
 
 
+@register_part("binarizer", "sign", label="sign", lean_exact=True,
+               fused=lambda module: FusedBinarizer())
 class BinaryActivation(nn.Module):
-    """The activation binarizer in front of every binary convolution (Fig. 1b)."""
+    """The activation binarizer in front of every binary convolution (Fig. 1b): ``sign`` with
+    the clipped STE (FTBNN, §3). Other binarizers subclass it and register themselves; the
+    ``mode`` switch (multi-step training's real-valued stage 0) is common to all of them.
+    ``channels`` sizes the per-channel parameters a binarizer may have (none here)."""
 
-    def __init__(self, bound: float = DEFAULT_BOUND, mode: str = "sign") -> None:
+    def __init__(self, channels: int = 0, bound: float = DEFAULT_BOUND,
+                 mode: str = "sign") -> None:
         super().__init__()
         if mode not in ACTIVATION_MODES:
             raise ValueError(f"activation mode {mode!r} is unknown; allowed: "

@@ -7,8 +7,11 @@ from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn.binarize import ACTIVATION_MODES, DEFAULT_BOUND, BinaryActivation, sign_ste
+from ftbnn_exp.nn.parts import register_part
 
 
+@register_part("scaling", "none", label="none (absorbed into BN)", lean_exact=True,
+               fused=lambda conv: None)
 class BinaryConv2d(nn.Conv2d):
     """Convolution with real latent weights binarized by the clipped STE in forward.
 
@@ -52,9 +55,12 @@ class BinaryConv2d(nn.Conv2d):
                         self.groups)
 
 
+@register_part("scaling", "channel_mean", label="α = mean|W| per channel", table1=("Scaling",),
+               fused=lambda conv: conv.channel_scale().detach().flatten())
 class ScaledBinaryConv2d(BinaryConv2d):
     """Bi-Real Net's binary convolution: weights ``α · sign(W)``, ``α`` the mean ``|W|`` of each
-    output channel (Liu et al., 2018; Fig. 1a here).
+    output channel (Liu et al., 2018; Fig. 1a here): XNOR-Net's analytic weight factor
+    (Rastegari et al. 2016, Eq. 4) without its activation factor K.
 
     As Bi-Real Net's reference code (``scaling_factor.detach()``, then the clipped STE on the
     latent weights), ``α`` passes no gradient and the latent weights get the STE gradient of

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ftbnn_exp.nn.binarize import BinaryActivation
 from ftbnn_exp.nn.conv import BinaryConv2d
+from ftbnn_exp.nn.parts import has_trait, lean_exact
 
 _INSIDE = 3
 """Code = sign(x) + 3·[|x| < bound]: values -1..1 outside the STE window, 2..4 inside."""
@@ -91,17 +92,22 @@ def _bn_momentum(bn: nn.BatchNorm2d) -> float:
 
 
 def lean_applies(binarize: nn.Module, conv: nn.Module, bn: nn.Module, x: Tensor) -> bool:
-    """The lean path is exact for sign-binarized inputs into a scale-free binary conv followed by
-    a training-mode BN, in full precision and under autocast."""
-    return (getattr(conv, "lean_backward", False) and type(conv) is BinaryConv2d
+    """The lean path is exact where the binarizer and the binary conv are registered parts that
+    declare it exact (``sign`` with its clipped STE, the scale-free conv: the int8 code holds
+    all they need), binarizing, followed by a training-mode BN, in full precision and under
+    autocast. Any other part, an unregistered subclass included, takes the plain graph."""
+    return (getattr(conv, "lean_backward", False) and lean_exact(binarize, conv)
             and getattr(binarize, "mode", None) == "sign"
             and isinstance(bn, nn.BatchNorm2d) and bn.training and torch.is_grad_enabled())
 
 
 def binary_conv_bn(x: Tensor, binarize: BinaryActivation, conv: BinaryConv2d,
                    bn: nn.BatchNorm2d) -> Tensor:
-    """``bn(conv(binarize(x)))``, through :class:`BinaryConvBN` where it applies."""
+    """``bn(conv(binarize(x)))`` (``conv(binarize(x), x)`` for a scaling that reads the real
+    input), through :class:`BinaryConvBN` where it applies."""
     if not lean_applies(binarize, conv, bn, x):
+        if has_trait(conv, "real_input"):  # a scaling computed from the real input
+            return bn(conv(binarize(x), x))
         return bn(conv(binarize(x)))
     momentum = _bn_momentum(bn)
     running = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)

@@ -1,4 +1,5 @@
-"""The explicit non-linear modules and the schedule that places them: Table 3's rows.
+"""The explicit non-linear modules (registered parts, :mod:`.parts`; FPReLU in
+:mod:`.activation`) and the schedule that places them: Table 3's rows.
 
 A schedule names two modules, the one at the blocks its placement picks (``stage_end``: after
 the last block of each stage under the default placement) and the one after every ``other``
@@ -7,32 +8,38 @@ block; see :mod:`ftbnn_exp.nn.placement` for the placements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
-from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.nn.activation import FPReLU
+from ftbnn_exp.nn.parts import FusedActivation, mean_range, part, register_part
 from ftbnn_exp.nn.placement import BlockPosition, check_placement_args, placement
 
-NONLINEAR_MODULES: dict[str, Callable[[int], nn.Module]] = {
-    "identity": lambda channels: nn.Identity(),
-    "relu": lambda channels: nn.ReLU(),
-    # per channel, PyTorch's init (0.25)
-    "prelu": nn.PReLU,
-    # both slopes start at 1 (§2.1)
-    "fprelu": FPReLU,
-}
-"""Module name → factory of ``channels``: the one place the non-linear modules are made."""
+
+def _prelu_fused(module: nn.PReLU) -> FusedActivation:
+    negative = module.weight.detach().flatten()
+    if negative.numel() == 1:
+        negative = negative.expand(module.num_parameters or 1)
+    return FusedActivation("slopes", negative.contiguous(), torch.ones_like(negative))
+
+
+register_part("nonlinear", "identity", label="identity",
+              fused=lambda m: FusedActivation("none"), make=lambda channels: nn.Identity())(
+    nn.Identity)
+register_part("nonlinear", "relu", label="ReLU", fused=lambda m: FusedActivation("relu"),
+              make=lambda channels: nn.ReLU())(nn.ReLU)
+# per channel, PyTorch's init (0.25)
+register_part("nonlinear", "prelu", label="PReLU", fused=_prelu_fused,
+              describe=lambda m: (f"PReLU {mean_range(m.weight)}", "1 (PReLU)"),
+              make=lambda channels: nn.PReLU(channels))(nn.PReLU)
 
 
 def make_nonlinear_module(kind: str, channels: int) -> nn.Module:
-    if kind not in NONLINEAR_MODULES:
-        raise InvalidArgument(f"non-linear module '{kind}' is unknown; allowed: "
-                              f"{', '.join(NONLINEAR_MODULES)}")
-    return NONLINEAR_MODULES[kind](channels)
+    """A new registered non-linear module ``kind`` of ``channels`` (:mod:`.parts`)."""
+    return part("nonlinear", kind, "non-linear module").build(channels)
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,7 @@ class NonLinearitySchedule:
 
     def __post_init__(self) -> None:
         for key in ("stage_end", "other"):
-            if getattr(self, key) not in NONLINEAR_MODULES:
-                raise InvalidArgument(f"nonlinearity.{key}={getattr(self, key)!r} is not "
-                                      f"allowed; allowed: {', '.join(NONLINEAR_MODULES)}")
+            part("nonlinear", getattr(self, key), f"nonlinearity.{key}")
         check_placement_args(self.placement, self.placement_args)
 
     def kind_for(self, position: BlockPosition) -> str:

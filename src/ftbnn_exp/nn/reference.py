@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftbnn_exp.nn.activation import FPReLU
-from ftbnn_exp.nn.binarize import DEFAULT_BOUND, BinaryActivation
-from ftbnn_exp.nn.conv import BinaryConv2d, ScaledBinaryConv2d
+from ftbnn_exp.nn.binarize import DEFAULT_BOUND
+from ftbnn_exp.nn.conv import BinaryConv2d
+from ftbnn_exp.nn.parts import part_of
 
 
 class Sign(nn.Module):
@@ -58,16 +59,22 @@ class ReferenceFPReLU(nn.Module):
         return torch.where(x > 0, x * self.r_weights, x * self.l_weights)
 
 
+APPENDIX_E = {("binarizer", "sign"): Sign, ("scaling", "none"): BConv,
+              ("nonlinear", "fprelu"): ReferenceFPReLU}
+"""The registered parts Appendix E writes out, and its layer for each."""
+
+
 def with_appendix_e_layers(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose binarizers, scale-free binary convs and FPReLUs are Appendix E's
-    (same values; Bi-Real's scaled conv has no Appendix E form and is kept)."""
+    (same values); any other part (Bi-Real's scaled conv, another method's binarizer) has no
+    Appendix E form and is kept."""
     copied = copy.deepcopy(model)
     for parent in list(copied.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, BinaryActivation):
+            entry = part_of(child)
+            layer = APPENDIX_E.get((entry.kind, entry.name)) if entry else None
+            if layer is Sign:
                 setattr(parent, name, Sign(child.bound))
-            elif isinstance(child, BinaryConv2d) and not isinstance(child, ScaledBinaryConv2d):
-                setattr(parent, name, BConv(child))
-            elif isinstance(child, FPReLU):
-                setattr(parent, name, ReferenceFPReLU(child))
+            elif layer is not None:
+                setattr(parent, name, layer(child))
     return copied

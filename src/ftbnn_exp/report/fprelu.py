@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ftbnn_exp.errors import UserError
-from ftbnn_exp.nn import FPReLU
-
-
-def _slopes(values: torch.Tensor) -> str:
-    v = values.detach().flatten()
-    return f"{v.mean():.2f} [{v.min():.2f} {v.max():.2f}]"
+from ftbnn_exp.nn import part_of
 
 
 def _cells(module: nn.Module) -> tuple[str, str]:
-    if isinstance(module, FPReLU):
-        return _slopes(module.negative), _slopes(module.positive)
-    if isinstance(module, nn.PReLU):
-        return f"PReLU {_slopes(module.weight)}", "1 (PReLU)"
-    return {"ReLU": "ReLU", "Identity": "identity"}.get(type(module).__name__,
-                                                         type(module).__name__), ""
+    """Table 2's cells from the module's registered part (its class name if it is none)."""
+    entry = part_of(module)
+    return entry.cells(module) if entry else (type(module).__name__, "")
 
 
 def fprelu_table(model: nn.Module) -> str:

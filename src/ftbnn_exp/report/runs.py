@@ -32,6 +32,37 @@ class Run:
     def status(self) -> str:
         return self.metrics.get("status", "unknown")
 
+    @property
+    def seed(self) -> int | None:
+        return self._recorded("seed")
+
+    @property
+    def stage(self) -> int | None:
+        """The multi-step stage (Appendix C) this run trained; None for a plain run."""
+        return self._recorded("stage")
+
+    @property
+    def last_stage(self) -> int | None:
+        """The stage its pipeline ends with: the one asked for (``stage=N``), else the last
+        of ``kd.epochs``; None for a plain run."""
+        config = self.metrics.get("config") or {}
+        if isinstance(config.get("stage"), int):
+            return config["stage"]
+        epochs = (config.get("kd") or {}).get("epochs")
+        return len(epochs) - 1 if epochs else None
+
+    @property
+    def is_teacher(self) -> bool:
+        """The full-precision teacher a multi-step row trained first (its ``teacher/``
+        folder): a means to the row's result, never the result."""
+        return self.path.name == "teacher" and str(self.metrics.get("run_name")).endswith(
+            "-teacher")
+
+    def _recorded(self, key: str) -> int | None:
+        """``key`` as the run recorded it, else from its resolved config."""
+        value = self.metrics.get(key, (self.metrics.get("config") or {}).get(key))
+        return value if isinstance(value, int) else None
+
     def final(self, key: str) -> float | None:
         value = self.metrics.get("final", {}).get(key)
         return float(value) if isinstance(value, int | float) else None
@@ -75,3 +106,22 @@ def load_runs(root: Path) -> list[Run]:
         runs.append(Run(file.parent, metrics, read_curve(file.parent,
                                                          metrics.get("history", []))))
     return runs
+
+
+def seed_result(runs: list[Run]) -> Run:
+    """One seed's result among the folders of its job: of a multi-step row (teacher, stage 0,
+    1, 2), its last stage; otherwise its run (of several, the last found). A job that
+    stopped during its teacher has only the teacher to show, which reports then mark."""
+    staged = sorted((r for r in runs if r.stage is not None), key=lambda r: r.stage or 0)
+    plain = [r for r in runs if not r.is_teacher]
+    return (staged or plain or runs)[-1]
+
+
+def by_row_and_seed(runs: list[Run], table: str) -> dict[str, list[Run]]:
+    """Each row of ``table``: its seeds' results (:func:`seed_result`), in seed order."""
+    jobs: dict[str, dict[int | None, list[Run]]] = {}
+    for run in runs:
+        if run.table == table and run.row:
+            jobs.setdefault(run.row, {}).setdefault(run.seed, []).append(run)
+    return {row: [seed_result(seeds[s]) for s in sorted(seeds, key=lambda s: (s is None, s or 0))]
+            for row, seeds in jobs.items()}

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ftbnn_exp.artifacts import write_json_atomic
+from ftbnn_exp.training.checkpoint_io import DiskFull, disk_full_named
 from ftbnn_exp.training.module import ClassificationModule
 
 
@@ -25,9 +26,11 @@ class RunRecord(L.Callback):
     """Keeps ``metrics.json`` current: after every epoch, on a crash and at the end.
 
     ``status`` is ``running`` while training, then ``completed``, ``diverged`` (with the epoch),
-    ``interrupted`` or ``failed``. Epoch rows are taken when the next epoch starts, because
-    Lightning finalises the train-epoch aggregates after every callback's epoch-end hook.
-    The history travels in checkpoints, so a resumed run keeps its earlier epochs.
+    ``interrupted`` (Ctrl-C, SIGTERM, a full disk) or ``failed``. Epoch rows are taken when the
+    next epoch starts, because Lightning finalises the train-epoch aggregates after every
+    callback's epoch-end hook. The history travels in checkpoints, so a resumed run keeps its
+    earlier epochs. A rerun of a run whose training had finished trains nothing: its record on
+    disk stays as it was until the test writes the same numbers again.
     """
 
     def __init__(self, path: str | Path, info: dict[str, Any], resuming: bool = False) -> None:
@@ -63,7 +66,8 @@ class RunRecord(L.Callback):
 
     @rank_zero_only
     def write(self, module: ClassificationModule | None = None) -> None:
-        write_json_atomic(self.path, self.payload(module))
+        with disk_full_named(self.path):
+            write_json_atomic(self.path, self.payload(module))
 
     def _take_epoch(self, trainer: L.Trainer, epoch: int) -> None:
         metrics = _numbers(trainer.callback_metrics)
@@ -73,7 +77,9 @@ class RunRecord(L.Callback):
                **self._lrs.get(epoch, {})}
         self.history.append(row)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: Lightning skips training (and this hook) when the checkpoint it
+        # resumed from has finished, and a finished record must not turn ``running``.
         self.status = "running"
         self.write(pl_module)
 
@@ -94,8 +100,18 @@ class RunRecord(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch_in_progress is not None:
             self._take_epoch(trainer, self._epoch_in_progress)
-        self.status = "diverged" if pl_module.diverged_at_epoch is not None else "trained"
+        self.status = self._trained(pl_module)
         self.write(pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Training had finished before this fit (a rerun of a finished run, or one killed
+        during its final test): Lightning skipped on_train_end, and the test comes next."""
+        if self.status == "running":
+            self.status = self._trained(pl_module)
+
+    @staticmethod
+    def _trained(pl_module: L.LightningModule) -> str:
+        return "diverged" if pl_module.diverged_at_epoch is not None else "trained"
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.test = {k: v for k, v in _numbers(trainer.callback_metrics).items()
@@ -106,7 +122,7 @@ class RunRecord(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
+        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException | DiskFull)
         self.status = "interrupted" if interrupted else "failed"
         self.info["error"] = f"{type(exception).__name__}: {exception}"
         self.write(pl_module)

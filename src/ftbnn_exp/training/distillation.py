@@ -39,6 +39,8 @@ class DistillationSpec:
 
 def stage_modules(model: nn.Module) -> list[nn.Module]:
     """The four ResNet stages: ours (``stages``) or torchvision's (``layer1``-``layer4``)."""
+    if isinstance(model, TeacherInput):
+        return stage_modules(model.teacher)
     if hasattr(model, "stages"):
         return list(model.stages)
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
@@ -67,6 +69,46 @@ def soft_cross_entropy(student: Tensor, teacher: Tensor, temperature: float) -> 
     target = F.softmax(teacher / temperature, dim=1)
     log_p = F.log_softmax(student / temperature, dim=1)
     return -(target * log_p).sum(dim=1).mean() * temperature ** 2
+
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+"""``(mean, std)`` per channel: a tensor is ``(pixel − mean) / std`` of [0, 1] pixels."""
+
+
+class TeacherInput(nn.Module):
+    """The teacher behind the conversion of the student's tensor to the input its weights were
+    trained on: ``pixel = x · std_s + mean_s``, then ``(pixel − mean_t) / std_t`` (e.g. the
+    student's mean-subtracted he2016 input to torchvision's mean/std-normalised one). Its
+    ``stages`` are the teacher's, so attention is read off the teacher itself."""
+
+    def __init__(self, teacher: nn.Module, student: Normalization, expected: Normalization
+                 ) -> None:
+        super().__init__()
+        (mean_s, std_s), (mean_t, std_t) = student, expected
+        if len(mean_s) != len(mean_t):
+            raise ValueError(f"the teacher takes {len(mean_t)} channels, the data "
+                             f"{len(mean_s)}")
+        scale = torch.tensor(std_s) / torch.tensor(std_t)
+        shift = (torch.tensor(mean_s) - torch.tensor(mean_t)) / torch.tensor(std_t)
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+        self.teacher = teacher
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.teacher(x * self.scale + self.shift)
+
+
+def teacher_input(teacher: nn.Module, student: Normalization | None,
+                  expected: Normalization | None) -> nn.Module:
+    """``teacher`` fed as its weights expect: as it is where the normalisations agree (or both
+    are undeclared: a teacher trained here on the same tensors), else through
+    :class:`TeacherInput`; a ValueError when only one side is known."""
+    if student == expected:
+        return teacher
+    if student is None or expected is None:
+        raise ValueError("the teacher's input normalisation or the data's is unknown, so the "
+                         "teacher cannot be fed what its weights expect")
+    return TeacherInput(teacher, student, expected)
 
 
 class _StageOutputs:

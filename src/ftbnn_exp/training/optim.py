@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import binary_weight_parameters
-from ftbnn_exp.validation import NUMBER, check_value
+from ftbnn_exp.validation import FRACTION, NUMBER, check_value
 
 OPTIMIZERS = ("adam",)
 SCHEDULERS = ("multistep", "cosine", "none")
@@ -32,6 +33,12 @@ class OptimizerSpec:
         check_value("optimizer.lr", self.lr, NUMBER, positive=True)
         check_value("optimizer.weight_decay", self.weight_decay, NUMBER)
         check_value("optimizer.binary_weight_decay", self.binary_weight_decay, NUMBER)
+        # Adam's running averages: a beta of 1 or more never forgets, torch refuses it late
+        if len(self.betas) != 2:
+            raise InvalidArgument(f"optimizer.betas={list(self.betas)} must be two numbers in "
+                                  f"[0, 1), e.g. [0.9, 0.999]")
+        for beta in self.betas:
+            check_value("optimizer.betas", beta, FRACTION)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""One registry of the parts of a binary block, each with the traits the framework asks of it.
+
+A binary block is ``binarizer → binary conv (weight binarizer and scaling) → BN → + shortcut →
+non-linear module``. Table 1 of the paper sets FTBNN against methods that change exactly these
+parts (ReActNet's RSign and RPReLU, Bi-Real's ApproxSign, XNOR-Net's scaling, ...), so each is
+registered beside its class with :func:`register_part` and declares:
+
+- ``label``: what reports call it (Table 2's cells, see ``describe``);
+- ``lean_exact``: whether :mod:`ftbnn_exp.nn.lean`'s int8-code path gives the plain graph's
+  outputs and gradients for it (only then is that path taken);
+- ``fused``: its form in the deploy output step (:class:`FusedActivation` for a non-linear
+  module, :class:`FusedBinarizer` for a binarizer, a per-channel scale for a scaling) or None,
+  which makes the fused runner refuse it in one line and run the per-conv path instead;
+- ``flops``: the real-valued FLOPs it adds per forward (scale maps) for the counter, beyond
+  those of its own conv and linear children, which the counter sees as layers;
+- ``table1``: the strategies of the paper's Table 1 it brings (``GA``: a gradient
+  approximation other than the clipped STE; ``Scaling``: explicit scaling factors), so that
+  Table 1's marks are read off a run's parts, never typed per row;
+- ``real_input``: a scaling that also needs the block's real-valued input (XNOR-Net's K,
+  Real-to-Bin's gating) is called as ``conv(binarized, real)``;
+- ``progress``: a part whose forward or backward follows training progress (IR-Net's EDE):
+  training sets its ``progress`` attribute to the fraction of training done.
+
+A module's part is looked up by its exact class (:func:`part_of`): a subclass that is not
+registered itself has no traits, so it never inherits a lean path or a fused form that would
+be wrong for it. Nothing outside this registry tests a part's type or name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from ftbnn_exp.errors import InvalidArgument
+
+PART_KINDS = ("binarizer", "scaling", "nonlinear")
+"""``binarizer``: the activation binarizer in front of a binary conv; ``scaling``: the binary
+conv itself (weight binarizer and how its output is scaled); ``nonlinear``: the explicit
+module after a block."""
+
+
+@dataclass(frozen=True)
+class FusedActivation:
+    """A non-linear module as the deploy output step computes it, per channel:
+    ``y · negative`` where ``y ≤ 0``, ``y · positive`` where ``y > 0`` (``kind="slopes"``), or
+    ``none`` / ``relu`` without parameters."""
+
+    kind: str
+    negative: Tensor | None = None
+    positive: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FusedBinarizer:
+    """A binarizer as the deploy packing step computes it: the sign of ``x − threshold`` per
+    channel (``threshold`` None: of ``x`` itself, ``torch.sign`` with 0 kept)."""
+
+    threshold: Tensor | None = None
+
+
+FusedForm = Callable[[nn.Module], Any]
+Flops = Callable[[nn.Module, tuple[Tensor, ...], Tensor], int]
+
+
+def mean_range(values: Tensor) -> str:
+    """Learned per-channel values as Table 2 prints them: mean [min max]."""
+    v = values.detach().flatten()
+    return f"{v.mean():.2f} [{v.min():.2f} {v.max():.2f}]"
+
+
+def no_flops(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+    """Parameter-light element-wise parts: left out of FLOPs, as the paper's counting does."""
+    return 0
+
+
+@dataclass(frozen=True)
+class Part:
+    """A registered part and its traits (see the module docstring)."""
+
+    kind: str
+    name: str
+    cls: type[nn.Module]
+    label: str
+    lean_exact: bool = False
+    fused: FusedForm | None = None
+    flops: Flops = no_flops
+    describe: Callable[[nn.Module], tuple[str, str]] | None = None
+    make: Callable[..., nn.Module] | None = None
+    table1: tuple[str, ...] = ()
+    real_input: bool = False
+    progress: bool = False
+
+    def build(self, *args: Any, **kwargs: Any) -> nn.Module:
+        """A new module of this part (``make`` where the class's own signature differs from
+        its kind's: a non-linear module is made from its channel count)."""
+        return (self.make or self.cls)(*args, **kwargs)
+
+    def cells(self, module: nn.Module) -> tuple[str, str]:
+        """Table 2's two cells for ``module`` (negative, positive side)."""
+        return self.describe(module) if self.describe else (self.label, "")
+
+
+PARTS: dict[str, dict[str, Part]] = {kind: {} for kind in PART_KINDS}
+_BY_CLASS: dict[type, Part] = {}
+
+
+def register_part(kind: str, name: str, *, label: str | None = None, **traits: Any
+                  ) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Register the decorated class as part ``name`` of ``kind``; ``traits`` as :class:`Part`.
+    A kind's constructor: a binarizer ``(channels, bound=)``; a scaling that of
+    :class:`~ftbnn_exp.nn.BinaryConv2d`; a non-linear module ``(channels)`` (``make=``)."""
+    if kind not in PART_KINDS:
+        raise ValueError(f"part kind {kind!r}; allowed: {', '.join(PART_KINDS)}")
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        entry = Part(kind, name, cls, label or cls.__name__, **traits)
+        PARTS[kind][name] = entry
+        _BY_CLASS[cls] = entry
+        return cls
+
+    return register
+
+
+def part(kind: str, name: str, key: str | None = None) -> Part:
+    """The registered part ``name`` of ``kind``; a one-line error naming ``key`` otherwise."""
+    if name not in PARTS[kind]:
+        what = "non-linear module" if kind == "nonlinear" else kind
+        raise InvalidArgument(f"{key or kind}={name!r} is not a registered {what}; allowed: "
+                              f"{', '.join(sorted(PARTS[kind]))}")
+    return PARTS[kind][name]
+
+
+def part_of(module: nn.Module) -> Part | None:
+    """The part ``module`` is an instance of (its exact class), or None."""
+    return _BY_CLASS.get(type(module))
+
+
+def fused_form(module: nn.Module, where: str, user: str = "the fused runner") -> Any:
+    """``module``'s deploy form; a one-line :class:`InvalidArgument` naming it, where it is
+    and who asked (``user``) otherwise."""
+    entry = part_of(module)
+    if entry is None or entry.fused is None:
+        name = f"part {entry.name!r}" if entry else "not a registered part"
+        raise InvalidArgument(f"{user} has no form for {type(module).__name__} at {where} "
+                              f"({name})")
+    return entry.fused(module)
+
+
+def lean_exact(*modules: nn.Module) -> bool:
+    """Every module is a registered part whose lean path is exact."""
+    return all((entry := part_of(m)) is not None and entry.lean_exact for m in modules)
+
+
+def has_trait(module: nn.Module, trait: str) -> bool:
+    """Whether ``module`` is a registered part with the boolean ``trait`` set."""
+    entry = part_of(module)
+    return entry is not None and bool(getattr(entry, trait))

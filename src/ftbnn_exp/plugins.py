@@ -1,0 +1,36 @@
+"""Plug-ins: modules the user names, the only modules this package imports by name.
+
+A plug-in registers model families, placements, parts or data sources when imported. A
+checkpoint or export records the plug-ins its model needs (``ModelSpec.imports``), but a file
+is data, never code: rebuilding from it imports nothing, and names what is missing instead
+(:func:`require`). The user loads a plug-in with ``plugins=[module]`` (training) or
+``--plugin module`` (``deploy``, ``report``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable
+
+from ftbnn_exp.errors import UserError
+
+
+def load(modules: Iterable[str], option: str = "--plugin") -> None:
+    """Import each module the user named under ``option``; a one-line error if one fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # a plug-in's own bug is still the user's to fix
+            raise UserError(f"{option} {module}: the module cannot be imported "
+                            f"({type(error).__name__}: {error})") from None
+
+
+def require(modules: Iterable[str], source: str) -> None:
+    """Refuse, in one line, when ``source`` asks for plug-ins that the user has not loaded."""
+    missing = [m for m in modules if m not in sys.modules]
+    if missing:
+        raise UserError(f"{source} asks for plug-in module {', '.join(map(repr, missing))}, "
+                        f"which is not loaded and is never imported from a file; if you trust "
+                        f"it, load it with --plugin {missing[0]} (training: "
+                        f"plugins=[{missing[0]}])")
