@@ -9,7 +9,8 @@ are functions of (seed, epoch, index), and the loader's position travels in chec
   reads it, on the worker count, or on a resume.
 - torchdata's ``StatefulDataLoader`` keeps how many batches of the epoch were taken; Lightning
   saves that state in every checkpoint and restores it, so a resumed run continues with the
-  next batch.
+  next batch. Making a loader never draws from torch's global RNG (:class:`EpochLoader`), so
+  the states that checkpoints restore stay those of the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -90,9 +91,21 @@ class EpochLoader(StatefulDataLoader):
     """A ``StatefulDataLoader`` over an :class:`EpochSampler` whose saved position belongs to
     one epoch: restored into that epoch it continues with the next batch; restored into a
     later one (a checkpoint from the end of an epoch that stopped early, e.g.
-    ``limit_train_batches``) the epoch starts from its first batch, as it would have."""
+    ``limit_train_batches``) the epoch starts from its first batch, as it would have.
+
+    Its workers' base seed comes from a generator of its own, seeded from the sampler's seed,
+    never from torch's global one. Each iterator a loader makes draws that seed; a resumed run
+    makes its iterators after the checkpoint's RNG states were put back
+    (:class:`~ftbnn_exp.training.callbacks.RngState`), where an uninterrupted run had made them
+    (persistent workers: once) long before. Drawn from the global generator, that left the
+    resumed run's torch RNG one draw per loader away from the uninterrupted run's, and its
+    workers seeded differently."""
 
     sampler: EpochSampler
+
+    def __init__(self, dataset: Dataset, sampler: EpochSampler, **kwargs: Any) -> None:
+        generator = torch.Generator().manual_seed(sampler.seed)
+        super().__init__(dataset, sampler=sampler, generator=generator, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "epoch": self.sampler.epoch}

@@ -148,7 +148,10 @@ class RunRecord(L.Callback):
 class RngState(L.Callback):
     """Puts the RNG states of torch (CPU and CUDA), NumPy and Python in every checkpoint and
     restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one.
-    Lightning checkpoints the model, optimizer, schedulers and loops, but not these."""
+    Lightning checkpoints the model, optimizer, schedulers and loops, but not these. They are
+    restored before the resumed run makes its loaders, which therefore must not draw from
+    them (:class:`~ftbnn_exp.data.loading.EpochLoader` seeds its workers from its own
+    generator)."""
 
     def state_dict(self) -> dict[str, Any]:
         states = _collect_rng_states(include_cuda=True)
