@@ -205,15 +205,23 @@ def _marks(used: set[str] | frozenset[str] | None) -> list[str]:
         "✓" if s in used else "✗" for s in STRATEGIES]
 
 
+_DIGITS = {"flops": 1, "bops": 0, "params": 2, "budget": 1}
+"""Decimals of each complexity column (in millions)."""
+
+
+def _complexity(run: Run | None, keys: tuple[str, ...]) -> list[str]:
+    """A run's complexity at ImageNet's size in millions, one cell per key ("" if unknown)."""
+    c = (run.metrics.get("complexity_imagenet") or {}) if run else {}
+    return [_fmt(c[key] / 1e6, _DIGITS[key]) if c else "" for key in keys]
+
+
 def table1(runs: list[Run]) -> ReportTable:
     ours, marks = _rows(runs, "table1", [paper.row for paper in PAPER_TABLE1])
     rows = []
     for paper in PAPER_TABLE1:
         seeds = ours[paper.row]
         run = seeds.first
-        c = (run.metrics.get("complexity_imagenet") or {}) if run else {}
-        counts = ([_fmt(c["flops"] / 1e6), _fmt(c["bops"] / 1e6, 0),
-                   _fmt(c["params"] / 1e6, 2)] if c else ["", "", ""])
+        counts = _complexity(run, ("flops", "bops", "params"))
         used = _marks(strategies(run.metrics)) if run else [""] * len(STRATEGIES)
         reference = ([*_marks(paper.strategies), f"{paper.top1}"] if paper.top1 is not None
                      else ["n/a"] * (len(STRATEGIES) + 1))
@@ -251,9 +259,7 @@ def table4(runs: list[Run]) -> ReportTable:
     for paper in PAPER_TABLE4:
         seeds = ours[paper.key]
         run = seeds.first
-        c = (run.metrics.get("complexity_imagenet") or {}) if run else {}
-        counts = [_fmt(c["flops"] / 1e6), _fmt(c["bops"] / 1e6, 0), _fmt(c["params"] / 1e6, 2),
-                  _fmt(c["budget"] / 1e6)] if c else ["", "", "", ""]
+        counts = _complexity(run, ("flops", "bops", "params", "budget"))
         scores = [seeds.cell(key) for key in ("train/top1", "val/top1", "test/top1")]
         rows.append([f"~{paper.budget}", str(paper.depth), str(paper.groups),
                      str(run.metrics.get("width", "")) if run else "", *counts, *scores,
