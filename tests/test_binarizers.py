@@ -182,7 +182,7 @@ def _resnet(binarizer: str, nonlinear: str | None = None) -> nn.Module:
     kwargs = {"depth": 18, "in_channels": 1, "num_classes": 10, "image_size": 8,
               "binarizer": binarizer}
     if nonlinear:
-        kwargs["schedule"] = {"stage_end": nonlinear, "other": nonlinear}
+        kwargs["schedule"] = {"placed": nonlinear, "elsewhere": nonlinear}
     return create({"family": "ftbnn_resnet", "kwargs": kwargs})
 
 

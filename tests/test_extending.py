@@ -20,8 +20,11 @@ from ftbnn_exp.app.config import CONF_DIR, compose_config, validate
 from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
 from ftbnn_exp.complexity import count_complexity
 from ftbnn_exp.data import DataSpec
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.deploy.fast import FastFTBNN
+from ftbnn_exp.deploy.layers import to_inference
+from ftbnn_exp.errors import InvalidArgument, UserError
 from ftbnn_exp.models import FAMILIES, ModelSpec, create, registry
+from ftbnn_exp.nn import parts as parts_module
 from ftbnn_exp.nn import placement as placement_module
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -29,7 +32,20 @@ PACKAGE = Path(build.__file__).resolve().parents[1]
 MODEL_OPTIONS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
 
-def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, monkeypatch):
+@pytest.fixture
+def plugin_path(monkeypatch):
+    """The plug-in importable, and every registry it writes to restored afterwards (so the
+    parts it adds do not appear in later tests' lists of allowed names)."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setattr(placement_module, "PLACEMENTS", dict(placement_module.PLACEMENTS))
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+    monkeypatch.setattr(parts_module, "PARTS", {k: dict(v) for k, v in
+                                                parts_module.PARTS.items()})
+    monkeypatch.setattr(parts_module, "_BY_CLASS", dict(parts_module._BY_CLASS))
+    monkeypatch.delitem(sys.modules, "ftbnn_plugin_demo", raising=False)
+
+
+def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, plugin_path):
     run_dir = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "ftbnn_exp", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
@@ -45,10 +61,6 @@ def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, mo
     assert spec.kwargs["schedule"]["placement"] == "first_of_stage"
     # Rebuilt from the checkpoint once the user names the plug-in (a file never imports it):
     # ReLU after the first block of each of the 4 stages of 2 blocks, FPReLU after the second.
-    monkeypatch.syspath_prepend(str(PLUGINS))  # the registries come back as they were
-    monkeypatch.setattr(placement_module, "PLACEMENTS", dict(placement_module.PLACEMENTS))
-    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
-    monkeypatch.delitem(sys.modules, "ftbnn_plugin_demo", raising=False)
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     with pytest.raises(UserError, match="asks for plug-in module 'ftbnn_plugin_demo'"):
         model_from_checkpoint(checkpoint)
@@ -72,6 +84,57 @@ def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, mo
     rows = table2.stdout.strip().splitlines()[1:]
     assert [r.split()[0] for r in rows if "ReLU" in r] == [
         "BConv1-1", "BConv2-1", "BConv3-1", "BConv4-1"]
+
+
+def test_a_plugin_binarizer_and_module_train_count_and_deploy(tmp_path, plugin_path):
+    """One file (the plug-in) and one yaml (``experiment=shifted_sign``) put a new binarizer
+    and a new non-linear module into the baseline from the command line."""
+    run_dir = tmp_path / "run"
+    search = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftbnn_exp", search, "experiment=shifted_sign",
+         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1", "logger=none", f"hydra.run.dir={run_dir}"],
+        cwd=PLUGINS, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model_spec"]["imports"] == ["ftbnn_plugin_demo"]
+    plugins.load(["ftbnn_plugin_demo"])
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    blocks = [block for stage in model.stages for block in stage]
+    assert {type(b.binarize).__name__ for b in blocks} == {"ShiftedSign"}
+    assert [type(b.nonlinear).__name__ for b in blocks] == (["HalfLeaky"] * 3 + ["ReLU"]) * 4
+    # the threshold starts at binarizer_options' 0.1 and learned (it gets a gradient)
+    thresholds = torch.cat([b.binarize.threshold.flatten() for b in blocks])
+    assert not torch.all(thresholds == 0.1)
+    counted = count_complexity(model, (1, 8, 8), "macs")
+    assert metrics["complexity"]["bops"] == counted.bops > 0
+    verified = subprocess.run(
+        [sys.executable, "-m", "ftbnn_exp.deploy", "verify", str(checkpoint), "--plugin",
+         "ftbnn_plugin_demo", "--batches", "1"], cwd=PLUGINS, capture_output=True, text=True,
+        timeout=600)
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    assert verified.stdout.strip().endswith("PASS")
+    # without the plug-in named, the checkpoint is refused in one line
+    refused = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "verify",
+                              str(checkpoint)], cwd=PLUGINS, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "ftbnn_plugin_demo" in refused.stderr
+
+
+def test_a_part_without_a_fused_form_is_refused_in_one_line_by_the_fused_runner(plugin_path):
+    plugins.load(["ftbnn_plugin_demo"])
+    spec = ModelSpec("ftbnn_resnet", {"depth": 18, "in_channels": 1, "num_classes": 10,
+                                      "image_size": 8,
+                                      "schedule": {"placed": "relu", "elsewhere": "half_leaky"}})
+    model = create(spec).eval()
+    with pytest.raises(InvalidArgument) as refusal:
+        FastFTBNN(to_inference(model))
+    assert str(refusal.value) == ("the fused runner has no form for HalfLeaky at "
+                                  "stages.0.0.nonlinear (part 'half_leaky')")
 
 
 def test_an_unknown_placement_is_one_line_without_the_plugin(tmp_path):

@@ -133,6 +133,25 @@ def test_fprelu_starts_as_identity_and_learns_both_slopes(generator):
     assert torch.equal(act.negative.grad.flatten(), torch.where(x > 0, 0, x).sum(dim=(0, 2, 3)))
 
 
+def test_a_schedule_places_any_number_of_modules_first_rule_first():
+    positions = [BlockPosition(i, i // 4, i % 4, 4) for i in range(8)]
+    schedule = NonLinearitySchedule("relu", "fprelu", extra=(
+        {"module": "prelu", "placement": "period", "period": 2},
+        {"module": "identity", "placement": "period", "period": 3}))
+    # relu at stage ends (3, 7), prelu at the other even blocks (1, 5), identity at 2, fprelu
+    assert [schedule.kind_for(p) for p in positions] == [
+        "fprelu", "prelu", "identity", "relu", "fprelu", "prelu", "fprelu", "relu"]
+    again = NonLinearitySchedule.from_value(schedule.to_dict())
+    assert again == schedule and again.to_dict() == schedule.to_dict()
+    assert [r.placement_args for r in again.extra] == [{"period": 2}, {"period": 3}]
+
+
+def test_a_spec_written_before_the_rename_still_reads():
+    legacy = NonLinearitySchedule.from_value({"stage_end": "relu", "other": "prelu",
+                                              "placement": "stage_end", "placement_args": {}})
+    assert (legacy.placed, legacy.elsewhere, legacy.extra) == ("relu", "prelu", ())
+
+
 def test_schedule_stage_end_and_period():
     positions = [BlockPosition(i, i // 6, i % 6, 6) for i in range(12)]
     stage_end = NonLinearitySchedule("relu", "fprelu")
@@ -144,8 +163,15 @@ def test_schedule_stage_end_and_period():
 
 
 @pytest.mark.parametrize(("schedule", "message"), [
-    ({"stage_end": "tanh"}, "nonlinearity.stage_end='tanh' is not a registered non-linear "
-                            "module; allowed: fprelu, identity, prelu, relu"),
+    ({"placed": "tanh"}, "nonlinearity.placed='tanh' is not a registered non-linear "
+                         "module; allowed: fprelu, identity, prelu, relu"),
+    ({"extra": [{"module": "tanh", "placement": "period"}]},
+     "nonlinearity.extra[0].module='tanh' is not a registered non-linear module"),
+    ({"extra": [{"module": "relu"}]}, "nonlinearity.extra[0]={'module': 'relu'} must be "
+                                      "{module: <registered non-linear module>, placement:"),
+    ({"extra": [{"module": "relu", "placement": "period", "every": 2}]},
+     "nonlinearity.extra[0].every is not a parameter of placement=period; allowed: period"),
+    ({"extra": {"module": "relu", "placement": "period"}}, "nonlinearity.extra must be a list"),
     ({"placement": "nowhere"}, "placement=nowhere is not registered; allowed: period, stage_end"),
     ({"placement_args": {"period": 2}}, "placement.period is not a parameter of "
                                         "placement=stage_end; allowed: none"),

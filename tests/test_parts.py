@@ -5,6 +5,7 @@ the trait is run exactly another way or refused in one line."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -171,3 +172,43 @@ def test_deploy_bench_never_times_a_runner_that_differs(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: deploy bench: the broken runner runner's logits differ from the reference "
         "engine's; not timed (`deploy verify` shows where)")
+
+
+def test_each_part_declares_the_options_a_user_may_give_it():
+    assert part("binarizer", "ede").options() == ("t_min", "t_max")
+    assert part("binarizer", "sign").options() == ()  # mode is set by multi-step training
+    assert part("scaling", "gated").options() == ("reduction",)
+    assert part("scaling", "xnor").options() == ("k_gradient",)
+    assert part("scaling", "channel_mean").options() == ("scale_gradient",)
+    assert part("nonlinear", "prelu").options() == ()
+
+
+@pytest.mark.parametrize("family", ["ftbnn_resnet", "bireal_resnet", "derived_ftbnn",
+                                    "fig2_net"])
+def test_every_family_passes_the_parts_options_on(family):
+    kwargs = {"in_channels": 1, "num_classes": 10, "binarizer": "ede", "scaling": "gated",
+              "binarizer_options": {"t_min": 0.25, "t_max": 4.0},
+              "scaling_options": {"reduction": 2}}
+    if family != "fig2_net":
+        kwargs.update(depth=18, image_size=8)
+    if family == "derived_ftbnn":
+        kwargs["width"] = 16
+    model = create({"family": family, "kwargs": kwargs})
+    binarizers = [m for m in model.modules() if type(m).__name__ == "EDE"]
+    gates = [m for m in model.modules() if type(m).__name__ == "GatedBinaryConv2d"]
+    assert binarizers and {(b.t_min, b.t_max) for b in binarizers} == {(0.25, 4.0)}
+    assert gates and all(g.squeeze.out_features == max(1, g.in_channels // 2) for g in gates)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"binarizer_options": {"tmin": 1}},
+     "model.binarizer_options.tmin is not an option of binarizer 'ede'; allowed: t_min, t_max"),
+    ({"scaling_options": {"reduction": 2}},
+     "model.scaling_options.reduction is not an option of scaling 'none'; allowed: none"),
+    ({"binarizer_options": 3}, "model.binarizer_options=3 must be a mapping"),
+])
+def test_an_option_a_part_does_not_take_is_one_line(options, message):
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        create({"family": "ftbnn_resnet", "kwargs": {"binarizer": "ede", "in_channels": 1,
+                                                     "num_classes": 10, "image_size": 8,
+                                                     **options}})

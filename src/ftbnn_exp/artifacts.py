@@ -137,7 +137,7 @@ def _spec_from_config(metadata: Mapping[str, Any]) -> ModelSpec:
         kwargs.update(width=metadata.get("width") or config["width"], groups=config["groups"])
     if name in ("ftbnn_resnet", "bireal_resnet", "derived_ftbnn"):
         n = config["nonlinearity"]
-        kwargs["schedule"] = {"stage_end": n["stage_end"], "other": n["other"],
+        kwargs["schedule"] = {"placed": n["stage_end"], "elsewhere": n["other"],
                               "placement": n["placement"],
                               "placement_args": ({"period": n["period"]}
                                                  if n["placement"] == "period" else {})}

@@ -1,5 +1,6 @@
-"""A plug-in as a researcher writes one, outside the package: a placement, a model variant and
-a callback (here one that interrupts a run as a cluster would).
+"""A plug-in as a researcher writes one, outside the package: a placement, a model variant, an
+activation binarizer with a learned threshold, a non-linear module without a fused deploy form,
+and a callback (here one that interrupts a run as a cluster would).
 
 Used with ``hydra.searchpath=[file://<this folder>/conf] plugins=[ftbnn_plugin_demo]``.
 """
@@ -12,10 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
+from torch import Tensor, nn
 
 from ftbnn_exp.models import register_family
 from ftbnn_exp.models.ftbnn import FTBNN
-from ftbnn_exp.nn import BlockPosition, NonLinearitySchedule, register_placement
+from ftbnn_exp.nn import (
+    DEFAULT_BOUND,
+    BinaryActivation,
+    BlockPosition,
+    FusedBinarizer,
+    NonLinearitySchedule,
+    register_part,
+    register_placement,
+    sign_ste,
+)
 
 
 @register_placement("first_of_stage")
@@ -31,6 +43,29 @@ def ftbnn_narrow(schedule: NonLinearitySchedule, blocks: int = 1, width: int = 1
     """The FTBNN skeleton with ``blocks`` blocks per stage and widths w, 2w, 4w, 8w."""
     return FTBNN(stage_blocks or [blocks] * 4, schedule, [width * 2**i for i in range(4)],
                  in_channels, num_classes, image_size)
+
+
+@register_part("binarizer", "shifted_sign", label="sign(x − t)", table1=("GA",),
+               fused=lambda m: FusedBinarizer(m.threshold.detach().flatten()))
+class ShiftedSign(BinaryActivation):
+    """``sign(x − t)``, a threshold ``t`` per channel from ``init``, the clipped STE."""
+
+    def __init__(self, channels: int = 0, bound: float = DEFAULT_BOUND, init: float = 0.0
+                 ) -> None:
+        super().__init__(channels, bound)
+        self.threshold = nn.Parameter(torch.full((1, channels, 1, 1), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x) if self.mode == "tanh" else sign_ste(x - self.threshold,
+                                                                   self.bound)
+
+
+@register_part("nonlinear", "half_leaky", label="½-leaky", make=lambda channels: HalfLeaky())
+class HalfLeaky(nn.Module):
+    """``max(x, x/2)``: registered without a fused form, so the export refuses it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.maximum(x, x / 2)
 
 
 class SigtermAt(L.Callback):

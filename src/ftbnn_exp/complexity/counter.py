@@ -21,7 +21,7 @@ FLOPs, under one of two conventions
     ``paper``
         ``macs`` plus 2 operations per element of every BN output and k² per output element of a
         k×k average pool. The convention that fits Table 4's FLOPs column (our inference, see
-        ``shared/design/table4-complexity.md``). Still leaves out sign, ReLU/PReLU/FPReLU,
+        ``docs/table4-complexity.md``). Still leaves out sign, ReLU/PReLU/FPReLU,
         residual additions, max-pool and global average pooling.
 """
 

@@ -32,9 +32,10 @@ from ftbnn_exp.models import family
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ftbnn_exp.deploy",
                                      description=__doc__.splitlines()[0])
+    plugin_help = ("import MODULE first (a plug-in a checkpoint's model needs; nothing a "
+                   "file names is imported otherwise); repeatable")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (a plug-in a checkpoint's model needs; "
-                             "nothing a file names is imported otherwise); repeatable")
+                        help=plugin_help)
     commands = parser.add_subparsers(dest="command", required=True)
     exporting = commands.add_parser("export", help="checkpoint -> packed inference model")
     exporting.add_argument("checkpoint")
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="the fused runners' stem: fp32 (exact, default) or bf16 "
                                   "(opt-in, faster, not bit-exact)")
     timing.add_argument("checkpoint")
+    for command in (exporting, checking, timing):  # before or after the command's name
+        command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                             dest="command_plugin", help=plugin_help)
     timing.add_argument("--repeats", type=int, default=30)
     timing.add_argument("--threads", type=int, nargs="*", default=None,
                         help="thread counts to time (default: 1 and all cores)")
@@ -113,7 +117,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    plugins.load(args.plugin)
+    plugins.load(args.plugin + args.command_plugin)
     if args.command == "bench":
         return _bench(args)
     if args.command == "export":
@@ -148,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print("C++ kernels: not available here; the reference engine is used")
     print(describe_sizes(sizes))
+    print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 
 

@@ -171,6 +171,8 @@ def verify(model: nn.Module, inference: nn.Module, loader: DataLoader,
 
 
 def verify_table(checks: list[LayerCheck], summary: dict[str, Any]) -> tuple[str, bool]:
+    """Each binary conv's check and the logits' summary, and whether all passed (the caller
+    prints the verdict last, after its own checks)."""
     lines = [f"{'binary conv':34s} {'input':6s} {'shape':22s} {'outputs':>10s} "
              f"{'mismatches':>10s}  result"]
     for c in checks:
@@ -183,5 +185,4 @@ def verify_table(checks: list[LayerCheck], summary: dict[str, Any]) -> tuple[str
                  f"{LOGIT_TOLERANCE:g}) on {summary['images_beyond_rounding']}/{summary['images']}"
                  f" images, where a folded-BN rounding flipped a sign downstream; top-1 identical"
                  f" on {summary['top1_identical']}/{summary['images']} images")
-    lines.append("PASS" if passed else "FAIL")
     return "\n".join(lines), passed

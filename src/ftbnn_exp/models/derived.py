@@ -1,12 +1,13 @@
 """The derived models: binary purification (§2.2) + group execution (§2.3), Fig. 3–4.
 
 Widths, the 44-layer layout and the bridge's details are not published; our choices follow what
-Table 4 implies (``shared/design/table4-complexity.md``) and are noted where they are made.
+Table 4 implies (``docs/table4-complexity.md``) and are noted where they are made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,7 @@ from ftbnn_exp.models.layout import (
     BinaryParts,
     ConvLayer,
     InputQuantizer,
+    binary_parts,
     blocks_per_stage,
     build_stages,
     is_small_input,
@@ -106,7 +108,9 @@ class BridgeBlock(nn.Sequential):
 
 
 class NormalBlock(nn.Module):
-    """sign → group binary 3×3 conv → BN → + x → non-linear module (Fig. 4d)."""
+    """sign → group binary 3×3 conv → BN → + x → non-linear module (Fig. 4d). No channel
+    shuffle between the groups: Fig. 4d draws none and Table 4 counts none; the groups mix at
+    the reduction blocks (``docs/table4-complexity.md``)."""
 
     binary_pairs = (("conv", "bn"),)
 
@@ -207,11 +211,15 @@ def derived_ftbnn(
     bound: float = DEFAULT_BOUND,
     binarizer: str = "sign",
     scaling: str = "none",
+    binarizer_options: dict[str, Any] | None = None,
+    scaling_options: dict[str, Any] | None = None,
 ) -> DerivedFTBNN:
     """A derived model of Table 4 (depth 18, 34 or 44; any admissible width and G), its binary
     blocks made of the registered parts ``binarizer`` and ``scaling``."""
     return DerivedFTBNN(blocks_per_stage(depth), width, groups, schedule, in_channels,
-                        num_classes, image_size, BinaryParts(binarizer, scaling, bound))
+                        num_classes, image_size,
+                        binary_parts(binarizer, scaling, bound, binarizer_options,
+                                     scaling_options))
 
 
 for _depth, _width in ((18, 128), (34, 88), (44, 76)):

@@ -18,6 +18,7 @@ from ftbnn_exp.models.layout import (
     BinaryParts,
     ConvLayer,
     InputQuantizer,
+    binary_parts,
     blocks_per_stage,
     build_stages,
     is_small_input,
@@ -144,11 +145,15 @@ def ftbnn_resnet(
     bound: float = DEFAULT_BOUND,
     binarizer: str = "sign",
     scaling: str = "none",
+    binarizer_options: dict[str, Any] | None = None,
+    scaling_options: dict[str, Any] | None = None,
 ) -> FTBNN:
     """The FTBNN baseline (Fig. 1b): scale-free binary convs and explicit non-linear modules;
-    ``binarizer`` and ``scaling`` name other registered parts (Table 1's methods)."""
+    ``binarizer`` and ``scaling`` name other registered parts (Table 1's methods), the
+    ``*_options`` their own arguments."""
     return FTBNN(blocks_per_stage(depth, (18, 34)), schedule, BASELINE_WIDTHS, in_channels,
-                 num_classes, image_size, stem_relu, BinaryParts(binarizer, scaling, bound))
+                 num_classes, image_size, stem_relu,
+                 binary_parts(binarizer, scaling, bound, binarizer_options, scaling_options))
 
 
 def _bireal_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
@@ -168,17 +173,19 @@ def bireal_resnet(
     scale_gradient: bool = False,
     binarizer: str = "sign",
     scaling: str = "channel_mean",
+    binarizer_options: dict[str, Any] | None = None,
+    scaling_options: dict[str, Any] | None = None,
 ) -> FTBNN:
     """Bi-Real Net (Fig. 1a): explicit per-channel scaling and no explicit non-linear module;
     ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations). The scale passes
     no gradient, as in Bi-Real's code (``scale_gradient=True``: it does; see
     :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`). Table 3's row keeps FTBNN's sign binarizer, so
     that only the scale and the modules differ (``binarizer=approxsign``: Bi-Real's own)."""
-    options = {"scale_gradient": True} if scale_gradient else {}
+    options = {**(scaling_options or {}), **({"scale_gradient": True} if scale_gradient else {})}
     return FTBNN(blocks_per_stage(depth, (18, 34)),
                  schedule if explicit_nonlinearity else IDENTITY, BASELINE_WIDTHS, in_channels,
                  num_classes, image_size, stem_relu,
-                 BinaryParts(binarizer, scaling, bound, options))
+                 binary_parts(binarizer, scaling, bound, binarizer_options, options))
 
 
 for _depth in (18, 34):

@@ -71,25 +71,43 @@ class BinaryParts:
     """The registered parts (:mod:`ftbnn_exp.nn.parts`) every binary block of a model is made
     of, by name, as a family's arguments give them (``model.binarizer=``, ``model.scaling=``);
     blocks receive :meth:`input_quantizer` and :meth:`conv_layer` as arguments, as
-    torchvision's blocks receive ``norm_layer``."""
+    torchvision's blocks receive ``norm_layer``. ``binarizer_options`` and ``conv_options``
+    are the parts' own constructor arguments (``model.binarizer_options={t_min: 0.2}``)."""
 
     binarizer: str = "sign"
     scaling: str = "none"
     bound: float = DEFAULT_BOUND
     conv_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    binarizer_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        part("binarizer", self.binarizer, "model.binarizer")
-        part("scaling", self.scaling, "model.scaling")
+        part("binarizer", self.binarizer, "model.binarizer").check_options(
+            self.binarizer_options, "model.binarizer_options")
+        part("scaling", self.scaling, "model.scaling").check_options(
+            self.conv_options, "model.scaling_options")
 
     def input_quantizer(self, channels: int) -> nn.Module:
-        return part("binarizer", self.binarizer).build(channels, bound=self.bound)
+        return part("binarizer", self.binarizer).build(channels, bound=self.bound,
+                                                       **self.binarizer_options)
 
     def conv_layer(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                    stride: int = 1, padding: int = 1, groups: int = 1) -> nn.Module:
         return part("scaling", self.scaling).build(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding,
             groups=groups, bound=self.bound, **self.conv_options)
+
+
+def binary_parts(binarizer: str, scaling: str, bound: float,
+                 binarizer_options: Mapping[str, Any] | None,
+                 scaling_options: Mapping[str, Any] | None) -> BinaryParts:
+    """A family's part arguments as :class:`BinaryParts` (options ``None``: the defaults)."""
+    for key, options in (("binarizer_options", binarizer_options),
+                         ("scaling_options", scaling_options)):
+        if not isinstance(options, Mapping | None):
+            raise InvalidArgument(f"model.{key}={options!r} must be a mapping of the part's "
+                                  "arguments, e.g. {t_min: 0.2}")
+    return BinaryParts(binarizer, scaling, bound, dict(scaling_options or {}),
+                       dict(binarizer_options or {}))
 
 
 FTBNN_PARTS = BinaryParts()

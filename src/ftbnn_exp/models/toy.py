@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.models.layout import FTBNN_PARTS, BinaryParts
+from ftbnn_exp.models.layout import FTBNN_PARTS, BinaryParts, binary_parts
 from ftbnn_exp.models.registry import register_family
 from ftbnn_exp.nn import DEFAULT_BOUND, binary_conv_bn, make_nonlinear_module
 
@@ -93,8 +93,10 @@ def _kind_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
 def fig2_net(kind: str = "binary", width: int = 16, bottleneck: int | None = 2,
              in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
              pooled_size: int = 4, bound: float = DEFAULT_BOUND, binarizer: str = "sign",
-             scaling: str = "none") -> Fig2Net:
+             scaling: str = "none", binarizer_options: dict[str, Any] | None = None,
+             scaling_options: dict[str, Any] | None = None) -> Fig2Net:
     """Section 1's 2-layer model of ``kind`` (any input size: the pooling is adaptive), its
     binary blocks made of the registered parts ``binarizer`` and ``scaling``."""
     return Fig2Net(kind, width, bottleneck, in_channels, num_classes, stem_stride, pooled_size,
-                   BinaryParts(binarizer, scaling, bound))
+                   binary_parts(binarizer, scaling, bound, binarizer_options,
+                                scaling_options))

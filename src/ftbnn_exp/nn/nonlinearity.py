@@ -1,20 +1,22 @@
 """The explicit non-linear modules (registered parts, :mod:`.parts`; FPReLU in
 :mod:`.activation`) and the schedule that places them: Table 3's rows.
 
-A schedule names two modules, the one at the blocks its placement picks (``stage_end``: after
-the last block of each stage under the default placement) and the one after every ``other``
-block; see :mod:`ftbnn_exp.nn.placement` for the placements.
+A schedule places registered modules by rules: ``placed`` after the blocks its ``placement``
+picks (under the default placement, the last block of each stage: Table 3's partial rows),
+then any number of ``extra`` rules ``{module, placement, <its parameters>}`` checked in order,
+and ``elsewhere`` after every block no rule picks; see :mod:`ftbnn_exp.nn.placement`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn.parts import FusedActivation, mean_range, part, register_part
 from ftbnn_exp.nn.placement import BlockPosition, check_placement_args, placement
 
@@ -43,36 +45,92 @@ def make_nonlinear_module(kind: str, channels: int) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class NonLinearitySchedule:
-    """The explicit non-linear module after each binary block (Table 3 rows)."""
+class PlacedModule:
+    """One rule of a schedule: registered module ``module`` after the blocks ``placement``
+    (with ``placement_args``) picks."""
 
-    stage_end: str = "relu"
-    other: str = "fprelu"
-    placement: str = "stage_end"
+    module: str
+    placement: str
     placement_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    @classmethod
+    def from_value(cls, rule: PlacedModule | Mapping[str, Any], key: str) -> PlacedModule:
+        """A rule from itself or ``{module: <part>, placement: <name>, <its parameters>}``."""
+        if isinstance(rule, PlacedModule):
+            return rule
+        if not isinstance(rule, Mapping) or "module" not in rule or "placement" not in rule:
+            raise InvalidArgument(f"{key}={rule!r} must be {{module: <registered non-linear "
+                                  "module>, placement: <registered placement>, <its "
+                                  "parameters>}")
+        rest = {str(k): v for k, v in rule.items() if k not in ("module", "placement")}
+        return cls(str(rule["module"]), str(rule["placement"]), rest)
+
+    def check(self, module_key: str, placement_key: str, prefix: str) -> None:
+        part("nonlinear", self.module, module_key)
+        check_placement_args(self.placement, self.placement_args, placement_key, prefix)
+
+    def picks(self, position: BlockPosition) -> bool:
+        return bool(placement(self.placement)(position, **self.placement_args))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.module, "placement": self.placement, **self.placement_args}
+
+
+LEGACY_KEYS = {"stage_end": "placed", "other": "elsewhere"}
+"""The schedule's field names in specs written before 0.3 (still read)."""
+
+
+@dataclass(frozen=True)
+class NonLinearitySchedule:
+    """The explicit non-linear module after each binary block (Table 3 rows): ``placed`` where
+    ``placement`` picks, then the ``extra`` rules in order, ``elsewhere`` after the rest."""
+
+    placed: str = "relu"
+    elsewhere: str = "fprelu"
+    placement: str = "stage_end"
+    placement_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    extra: tuple[PlacedModule, ...] = field(default=(), hash=False)
+
     def __post_init__(self) -> None:
-        for key in ("stage_end", "other"):
-            part("nonlinear", getattr(self, key), f"nonlinearity.{key}")
-        check_placement_args(self.placement, self.placement_args)
+        if isinstance(self.extra, (Mapping, str)):
+            raise InvalidArgument("nonlinearity.extra must be a list of {module, placement, "
+                                  f"<its parameters>}}; got {self.extra!r}")
+        object.__setattr__(self, "extra", tuple(
+            PlacedModule.from_value(r, f"nonlinearity.extra[{i}]")
+            for i, r in enumerate(self.extra)))
+        part("nonlinear", self.elsewhere, "nonlinearity.elsewhere")
+        self.rules[0].check("nonlinearity.placed", "placement", "placement")
+        for i, rule in enumerate(self.extra):
+            key = f"nonlinearity.extra[{i}]"
+            rule.check(f"{key}.module", f"{key}.placement", key)
+
+    @property
+    def rules(self) -> tuple[PlacedModule, ...]:
+        """Every rule, in the order they are checked (``placed``'s first)."""
+        return (PlacedModule(self.placed, self.placement, dict(self.placement_args)),
+                *self.extra)
 
     def kind_for(self, position: BlockPosition) -> str:
-        emphasised = placement(self.placement)(position, **self.placement_args)
-        return self.stage_end if emphasised else self.other
+        return next((rule.module for rule in self.rules if rule.picks(position)),
+                    self.elsewhere)
 
     def module_for(self, position: BlockPosition, channels: int) -> nn.Module:
         return make_nonlinear_module(self.kind_for(position), channels)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "placement_args": dict(self.placement_args)}
+        return {"placed": self.placed, "elsewhere": self.elsewhere,
+                "placement": self.placement, "placement_args": dict(self.placement_args),
+                "extra": [rule.to_dict() for rule in self.extra]}
 
     @classmethod
     def from_value(cls, value: NonLinearitySchedule | Mapping[str, Any] | None
                    ) -> NonLinearitySchedule:
-        """A schedule from itself, its ``to_dict`` form (model specs), or None (the default)."""
+        """A schedule from itself, its ``to_dict`` form (model specs, also those of before
+        0.3: :data:`LEGACY_KEYS`), or None (the default)."""
         if isinstance(value, NonLinearitySchedule):
             return value
-        return cls(**(value or {}))
+        values = {LEGACY_KEYS.get(k, k): v for k, v in (value or {}).items()}
+        return cls(**{**values, "extra": tuple(values.get("extra") or ())})
 
 
 IDENTITY = NonLinearitySchedule("identity", "identity")

@@ -28,7 +28,8 @@ be wrong for it. Nothing outside this registry tests a part's type or name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,13 @@ PART_KINDS = ("binarizer", "scaling", "nonlinear")
 """``binarizer``: the activation binarizer in front of a binary conv; ``scaling``: the binary
 conv itself (weight binarizer and how its output is scaled); ``nonlinear``: the explicit
 module after a block."""
+FRAMEWORK_ARGUMENTS = {
+    "binarizer": ("channels", "bound", "mode"),
+    "scaling": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "groups",
+                "bound"),
+    "nonlinear": ("channels",),
+}
+"""What the framework gives every part of a kind itself; the rest are the user's options."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,28 @@ class Part:
         """A new module of this part (``make`` where the class's own signature differs from
         its kind's: a non-linear module is made from its channel count)."""
         return (self.make or self.cls)(*args, **kwargs)
+
+    def options(self) -> tuple[str, ...]:
+        """The keyword arguments a user may give this part (``model.binarizer_options``,
+        ``model.scaling_options``): its constructor's, up the classes its ``**kwargs`` pass
+        to, less those every part of its kind is given by the framework."""
+        names: list[str] = []
+        for fn in ([self.make] if self.make else
+                   [c.__init__ for c in self.cls.__mro__ if "__init__" in vars(c)]):
+            parameters = list(inspect.signature(fn).parameters.values())
+            names += [p.name for p in parameters if p.name != "self"
+                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break
+        return tuple(n for n in dict.fromkeys(names) if n not in FRAMEWORK_ARGUMENTS[self.kind])
+
+    def check_options(self, options: Mapping[str, Any], key: str) -> None:
+        """A one-line error naming the first of ``options`` this part does not take."""
+        allowed = self.options()
+        for name in options:
+            if name not in allowed:
+                raise InvalidArgument(f"{key}.{name} is not an option of {self.kind} "
+                                      f"{self.name!r}; allowed: {', '.join(allowed) or 'none'}")
 
     def cells(self, module: nn.Module) -> tuple[str, str]:
         """Table 2's two cells for ``module`` (negative, positive side)."""

@@ -1,9 +1,10 @@
-"""Where the emphasised non-linear module goes: placement policies and their registry (§3).
+"""Where a schedule's non-linear modules go: placement policies and their registry (§3).
 
 A placement is a function of a block's position (and its own keyword parameters) that says
-whether that block gets the schedule's emphasised module (``stage_end``, e.g. the ReLU of
-Table 3's partial rows) or the ``other`` one. A new placement is one registered function plus
-one ``conf/placement/<name>.yaml``; the models and the Table 2 report ask the same registry.
+whether that block gets a schedule rule's module (``nonlinearity.placed``, e.g. the ReLU of
+Table 3's partial rows, or an ``extra`` rule's) or ``elsewhere``'s. A new placement is one
+registered function plus one ``conf/placement/<name>.yaml``; the models and the Table 2 report
+ask the same registry.
 """
 
 from __future__ import annotations
@@ -45,21 +46,23 @@ def register_placement(name: str) -> Callable[[Placement], Placement]:
     return register
 
 
-def placement(name: str) -> Placement:
+def placement(name: str, key: str = "placement") -> Placement:
     if name not in PLACEMENTS:
-        raise InvalidArgument(f"placement={name} is not registered; allowed: "
+        raise InvalidArgument(f"{key}={name} is not registered; allowed: "
                               f"{', '.join(sorted(PLACEMENTS))}")
     return PLACEMENTS[name]
 
 
-def check_placement_args(name: str, args: Mapping[str, Any]) -> None:
-    """A one-line error naming the first parameter ``placement=<name>`` does not take."""
-    parameters = dict(inspect.signature(placement(name)).parameters)
+def check_placement_args(name: str, args: Mapping[str, Any], key: str = "placement",
+                         prefix: str = "placement") -> None:
+    """A one-line error naming ``key`` if no placement ``name`` is registered, or the first
+    parameter (``<prefix>.<parameter>``) it does not take."""
+    parameters = dict(inspect.signature(placement(name, key)).parameters)
     parameters.pop(next(iter(parameters)))  # the position
-    for key in args:
-        if key not in parameters:
+    for arg in args:
+        if arg not in parameters:
             allowed = ", ".join(parameters) or "none"
-            raise InvalidArgument(f"placement.{key} is not a parameter of placement={name}; "
+            raise InvalidArgument(f"{prefix}.{arg} is not a parameter of placement={name}; "
                                   f"allowed: {allowed}")
 
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import lightning as L
+from torch import nn
 
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn.parts import has_trait
@@ -23,10 +24,12 @@ class TrainingProgress(L.Callback):
 
     def __init__(self, per_batch: bool = True) -> None:
         self.per_batch = per_batch
+        self.following: list[nn.Module] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if any(has_trait(m, "progress") for m in pl_module.modules()) and (
-                trainer.max_epochs is None or trainer.max_epochs < 1):
+        """Finds the modules to set once per fit (not at every batch)."""
+        self.following = [m for m in pl_module.modules() if has_trait(m, "progress")]
+        if self.following and (trainer.max_epochs is None or trainer.max_epochs < 1):
             raise InvalidArgument("a part follows training progress (model.binarizer=ede), "
                                   "which needs trainer.max_epochs ≥ 1")
 
@@ -34,9 +37,8 @@ class TrainingProgress(L.Callback):
                              batch: Any, batch_idx: int) -> None:
         progress = progress_at(trainer.current_epoch, batch_idx, trainer.num_training_batches,
                                trainer.max_epochs, self.per_batch)
-        for module in pl_module.modules():
-            if has_trait(module, "progress"):
-                module.progress = progress
+        for module in self.following:
+            module.progress = progress
 
 
 def progress_at(epoch: int, batch: int, batches: float, max_epochs: int,
