@@ -30,10 +30,10 @@ table_run = dir=$(SWEEP_DIR)/$(1); $(PY) -m ftbnn_exp -m experiment=$(call rows,
 	trainer.max_epochs=$(or $(EPOCHS),$(2)) hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
 	$(call report_after,)
 
-.PHONY: help setup train test test-slow lint clean table1 ablation derived bench bench-data bench-gpu bench-deploy fig2
+.PHONY: help setup train test test-slow lint clean table1 ablation derived bench bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
 
 help: ## List the targets and their variables
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='more hydra overrides'; for table1/ablation/derived also DATA"
 	@echo "             (digits), DATA_ROOT (for imagenet), EPOCHS (2 for table1, 8 for ablation,"
 	@echo "             3 for derived on the default data; 60 is the paper's), SEEDS (N: each row"
@@ -84,11 +84,16 @@ bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain
 bench-data: $(STAMP) ## Input pipeline img/s per data.backend and worker count beside the model's
 	$(PY) -m benchmarks.data $(ARGS)
 
-bench-deploy: $(STAMP) ## C++ binary convs: per layer vs fp32; whole networks vs OpenVINO/ORT int8, threads, breakdown
+bench-deploy: $(STAMP) ## C++ binary convs vs fp32 and OpenVINO/ORT int8: spread, loaded, breakdown; ceiling; rate
 	$(PY) -m benchmarks.deploy $(ARGS)
+	$(PY) -m benchmarks.ceiling $(ARGS)
+	$(PY) -m ftbnn_exp.deploy rate
 
 bench-gpu: $(STAMP) ## One GPU: training modes, data backends, a trainer=gpu run; ARGS=--dry-run on CPU
 	bash benchmarks/gpu.sh $(ARGS)
+
+bench-gpu-table3: $(STAMP) ## Table 3 on CIFAR-10, one GPU, < 9 min: ARGS='--data <tree or zip>' (--dry-run on CPU)
+	bash benchmarks/gpu_table3.sh $(ARGS)
 
 lint: $(STAMP) ## ruff over the code
 	$(VENV)/bin/ruff check src tests benchmarks

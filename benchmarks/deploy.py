@@ -10,12 +10,23 @@ medians of ``--repeats`` runs at batch 1, everything measured side by side in on
    L34-G5 ≥ 5× faster than OpenVINO int8 ResNet-18, at 1 thread and at all cores.
 3. Our thread scaling from 1 thread to all cores, and each network's time by layer type
    (:mod:`ftbnn_exp.deploy.profile`): what holds a target back.
+4. The spread (min / median / max over the rounds) at 1 thread and all cores, quiet and
+   beside one busy process (:mod:`ftbnn_exp.deploy.timing`), ours beside OpenVINO int8
+   ResNet-18 under the same load. Goals (issue 26): all cores ≤ 0.7× one thread on a quiet
+   machine, and never slower than one thread beside a busy process.
+
+As ``python -m ftbnn_exp.deploy`` does, this sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
+starts OpenMP (see that module's docstring).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,11 +37,12 @@ import torchvision
 from torch import nn
 
 from benchmarks import peers
-from benchmarks.common import baseline, median_seconds, verdict
+from benchmarks.common import baseline, median_seconds, trained_like, verdict
 from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d, to_inference
 from ftbnn_exp.deploy.profile import breakdown, describe
+from ftbnn_exp.deploy.timing import busy_process, spread_ms
 from ftbnn_exp.models import family
 from ftbnn_exp.models.derived import derived_ftbnn
 from ftbnn_exp.nn import BinaryConv2d, FPReLU, NonLinearitySchedule
@@ -89,11 +101,13 @@ def networks(image_size: int) -> dict[str, tuple[nn.Module, str]]:
     """Our networks (float model, its family's fast path): the FTBNN-18 baseline and Table 4's
     L18-G1 and L34-G5 at the widths the solver gives their 135M rows."""
     schedule = NonLinearitySchedule("relu", "fprelu")
-    found = {"FTBNN-18 baseline": (baseline(image_size).eval(),
+    torch.manual_seed(0)  # the same weights every run, as training leaves them (trained_like)
+    found = {"FTBNN-18 baseline": (trained_like(baseline(image_size)).eval(),
                                    family("ftbnn_resnet").fast_path)}
     for depth, groups in DERIVED_ROWS:
         width = solve_width(depth, groups, 135, image_size=image_size).width
-        model = derived_ftbnn(schedule, width, depth, groups, image_size=image_size).eval()
+        model = trained_like(derived_ftbnn(schedule, width, depth, groups,
+                                           image_size=image_size)).eval()
         found[f"derived L{depth}-G{groups} (w={width})"] = (model,
                                                            family("derived_ftbnn").fast_path)
     return found
@@ -163,12 +177,36 @@ def whole_networks(image_size: int, repeats: int) -> None:
         print(f"  {name:34s} " + "   ".join(f"{t} → {ms:6.2f} ms ({cells[0] / ms:4.2f}×)"
                                            for t, ms in zip(thread_counts(), cells,
                                                             strict=True)))
+    spread_under_load(ours, peer_models, x, repeats)
     print("where the time goes (profiled, ms/image by layer type):")
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         for name, (runner, _) in ours.items():
             print(f"  {name:34s} {threads:2d} thread(s): "
                   f"{describe(breakdown(runner, x, repeats=10))}")
+    torch.set_num_threads(1)
+
+
+def spread_under_load(ours: dict, peer_models: object, x: torch.Tensor, repeats: int) -> None:
+    """Section 4 of the module docstring."""
+    cores = os.cpu_count() or 1
+    print(f"spread over {repeats} rounds (median, min, max), quiet and beside one busy process:")
+    for load in ("quiet", "loaded"):
+        context = busy_process() if load == "loaded" else contextlib.nullcontext()
+        with context:
+            rows = {name: partial(runner, x) for name, (runner, _) in ours.items()}
+            if peer_models is not None:
+                rows["OpenVINO int8 ResNet-18"] = None
+            for name, run in rows.items():
+                spreads = {}
+                for threads in sorted({1, cores}):
+                    torch.set_num_threads(threads)
+                    call = run or peer_models.runner("openvino", "ResNet-18", "int8", threads)
+                    spreads[threads] = spread_ms(call, repeats, 5)
+                ratio = spreads[cores].median / spreads[1].median
+                print(f"  {load:6s} {name:28s} " + "   ".join(
+                    f"{t} thread(s) {sp}" for t, sp in spreads.items())
+                    + f"   all cores / 1 thread {ratio:.2f}×")
     torch.set_num_threads(1)
 
 

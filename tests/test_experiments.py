@@ -152,6 +152,7 @@ def test_a_rerun_into_the_same_sweep_folder_skips_finished_jobs(tmp_path):
                  cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [line for line in again.stdout.splitlines() if "tiny-seed1" in line] == [
+        f"[1/1] {done}",
         f"skipped, finished earlier: fig2-prelu: test top-1 {_top1(done)}  "
         f"[completed, 1 epochs] -> {done / 'metrics.json'}"]
     assert _mtimes(done) == before  # not trained, not tested, nothing rewritten

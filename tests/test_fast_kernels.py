@@ -127,7 +127,7 @@ def test_fast_baseline_predicts_as_the_exported_model(generator):
 
 
 def test_kernels_run_on_every_thread_and_give_the_same_bits_at_any_count(generator):
-    """The kernels are built with OpenMP (ATen's parallel_for otherwise runs serially), and
+    """The kernels run a layer on torch.get_num_threads() threads of their own pool, and
     each output is one thread's work in one order: 1 and 2 threads give identical kernel
     results, and the whole network equals the reference engine at either count (PyTorch's
     own real-valued layers may round differently from one thread count to another)."""
@@ -235,3 +235,49 @@ def test_breakdown_names_every_part_of_the_fused_and_the_layer_runners(generator
     assert [part_of(n) for n in ("aten::conv2d", "aten::batch_norm", "aten::max_pool2d",
                                  "aten::linear", "ftbnn::bconv", "aten::cat")] == [
         "real convs", "output steps", "pooling", "fc", "binary convs", "other"]
+
+
+def test_the_breakdown_states_the_total_its_parts_add_up_to(generator):
+    """Profiled runs take longer than the unprofiled median beside them, so the parts are
+    given as shares of the profiled total, which is stated; at 2 threads they still add up to
+    no more than the profiled runs' wall time (issue 25)."""
+    import re
+    import time
+
+    from ftbnn_exp.deploy.layers import to_inference
+    from ftbnn_exp.deploy.profile import breakdown, describe
+    from ftbnn_exp.models import ftbnn_resnet
+    from ftbnn_exp.nn import NonLinearitySchedule
+
+    model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=10,
+                         image_size=96).eval()
+    runner = fast.accelerate(to_inference(model))
+    x = torch.randn(1, 3, 96, 96, generator=generator)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        start = time.perf_counter()
+        parts = breakdown(runner, x, repeats=3)
+        wall_ms = 1e3 * (time.perf_counter() - start) / 3  # includes the warm-up run
+    finally:
+        torch.set_num_threads(before)
+    assert 0 < sum(parts.values()) <= wall_ms
+    text = describe(parts)
+    assert text.startswith(f"profiled {sum(parts.values()):.2f} ms/run: ")
+    shown = [float(ms) for ms in re.findall(r" ([0-9.]+) ms \(", text)]
+    assert sum(shown) == pytest.approx(sum(parts.values()), abs=0.01 * len(shown))
+
+
+def test_spread_and_a_busy_process_that_stops():
+    from ftbnn_exp.deploy.timing import Spread, busy_process, spread_ms
+
+    calls = []
+    spread = spread_ms(lambda: calls.append(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and isinstance(spread, Spread)
+    assert 0 <= spread.low <= spread.median <= spread.high
+    assert str(Spread(1.0, 2.0, 3.0)) == "2.000 ms (min 1.000, max 3.000)"
+    import multiprocessing
+
+    with busy_process(limit_s=30):
+        assert len(multiprocessing.active_children()) == 1
+    assert multiprocessing.active_children() == []

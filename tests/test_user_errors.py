@@ -29,7 +29,7 @@ CONFIG_CASES = [
     (["data.val_fraction=1.5"], "data.val_fraction=1.5 must be a number in [0, 1)"),
     (["optimizer.betas=[2,3]"], "optimizer.betas=2 must be a number in [0, 1)"),
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] must be two numbers in [0, 1)"),
-    (["+foo=1"], "foo is not a config key; allowed: augment, budget, callbacks"),
+    (["+foo=1"], "foo is not a config key; allowed: augment, budget, budget_rate, callbacks"),
     (["+optimizer.bogus=1"], "optimizer.bogus is not a key of optimizer; allowed: betas, "),
     (["+scheduler.bogus=1"], "scheduler.bogus is not a key of scheduler; allowed: gamma, "),
     (["+trainer.bogus=1"], "trainer.bogus is not an argument of lightning.Trainer; allowed: "

@@ -39,6 +39,7 @@ from ftbnn_exp.artifacts import (
     reason,
 )
 from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solve_width
+from ftbnn_exp.complexity.counter import BOPS_PER_FLOP
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ftbnn_exp.errors import UserError
@@ -63,16 +64,18 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
         raise
 
 
-def resolve_width(specs: RunSpecs, budget: float | None) -> WidthChoice | None:
+def resolve_width(specs: RunSpecs, budget: float | None,
+                  budget_rate: float = BOPS_PER_FLOP) -> WidthChoice | None:
     """Families with a solved width (the derived models), ``width`` unset: the solver's width
-    for ``budget``."""
+    for ``budget``, BOPs priced at ``budget_rate`` per FLOP (the paper's 64 by default)."""
     if not specs.family.solved_width or specs.model_kwargs.get("width") is not None:
         return None
     if budget is None:
         raise UserError(f"model family {specs.family.name} needs width=N or budget=M (e.g. "
                         f"budget=90 or budget=135)")
     kwargs = specs.model_kwargs
-    return solve_width(kwargs["depth"], kwargs["groups"], float(budget), "paper")
+    return solve_width(kwargs["depth"], kwargs["groups"], float(budget), "paper",
+                       rate=float(budget_rate))
 
 
 def with_data_shape(name: str, kwargs: Mapping[str, Any], data: DataSpec) -> dict[str, Any]:
@@ -194,10 +197,11 @@ def scaled_optimizer(cfg: DictConfig, spec: OptimizerSpec, world_size: int = 1
                    cfg.optimizer.reference_batch)
 
 
-def _wandb_online() -> bool:
-    """W&B can log online: an API key is set up and its server answers."""
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-        return False
+def _wandb_offline_reason() -> str | None:
+    """Why W&B cannot log online here (``WANDB_MODE``, no API key, no network), or None."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled"):
+        return f"WANDB_MODE={mode}"
     host = "api.wandb.ai"
     has_key = bool(os.environ.get("WANDB_API_KEY"))
     if not has_key:
@@ -206,12 +210,12 @@ def _wandb_online() -> bool:
         except (FileNotFoundError, OSError, ValueError):
             has_key = False
     if not has_key:
-        return False
+        return "no API key (WANDB_API_KEY or `wandb login`)"
     try:
         socket.create_connection((host, 443), timeout=3).close()
     except OSError:
-        return False
-    return True
+        return f"{host} does not answer"
+    return None
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -237,10 +241,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         if name == "wandb":
             logger_cfg = OmegaConf.merge(logger_cfg, {"id": wandb_run_id(run_dir),
                                                       "resume": "allow"})
-            if not logger_cfg.get("offline") and not _wandb_online():
+            reason = None if logger_cfg.get("offline") else _wandb_offline_reason()
+            if reason:
                 logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
-                print(f"W&B: no API key or no network; logging offline under {run_dir}/wandb "
-                      f"(upload later with `wandb sync {run_dir}/wandb/offline-run-*`)")
+                print(f"W&B: {reason}; logging offline under {run_dir}/wandb (upload later "
+                      f"with `wandb sync {run_dir}/wandb/offline-run-*`)")
         loggers.append(instantiate(logger_cfg, _convert_="all"))
     return loggers
 
@@ -250,8 +255,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
     """Ours (checkpoints, RNG state, the run record, the epoch line) and ``callbacks``'s."""
     checkpoints = run_dir / "checkpoints"
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/top1",
-                        mode="max", auto_insert_metric_name=False),
+        *best_checkpoint(cfg, checkpoints),
         # Every epoch, whether or not it improved (Lightning's save_last follows the top-k:
         # an epoch that did not improve would leave an older last.ckpt behind).
         ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
@@ -268,6 +272,18 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(RichProgressBar() if sys.stdout.isatty() else EpochLine())
     return callbacks
+
+
+def best_checkpoint(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]:
+    """``best.ckpt`` at the best ``val/top1``: ``checkpoint.best=weights`` (default) keeps the
+    model and its metadata only (a copy of last.ckpt with the optimizer's state would double
+    the disk per run; resuming uses last.ckpt), ``full`` everything, ``none`` no file
+    (``test_weights=best`` then has nothing to load: refused when the config is checked)."""
+    kind = cfg.checkpoint.get("best", "weights")
+    if kind == "none":
+        return []
+    return [ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1", mode="max",
+                            auto_insert_metric_name=False, save_weights_only=kind == "weights")]
 
 
 def periodic_checkpoints(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]:

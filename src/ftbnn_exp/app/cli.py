@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides
+from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size
 from ftbnn_exp.app.console import quiet
 from ftbnn_exp.app.multistep import run_multistep
 from ftbnn_exp.app.run import RunPlace, describe, record_failure, train_run
@@ -40,6 +40,7 @@ class Sweep:
 
     ran: int = 0
     failed: list[Path] = field(default_factory=list)
+    total: int | None = None  # jobs the command line makes, for "[3/9]"
 
 
 SWEEP = Sweep()
@@ -92,6 +93,8 @@ def _hydra_main(cfg: DictConfig) -> None:
                      hydra_cfg.runtime.choices.get("experiment"))
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     SWEEP.ran += 1
+    if multirun and hydra_cfg.launcher._target_.endswith("BasicLauncher"):  # jobs run here
+        print(f"[{SWEEP.ran}/{SWEEP.total or '?'}] {place.run_dir}", flush=True)
     try:
         run_job(cfg, place)
     except SIGTERMException:
@@ -134,6 +137,7 @@ def main() -> None:
         except UserError as error:
             print(f"error: {one_line_message(error)}", file=sys.stderr)
             sys.exit(2)
+    SWEEP.total = sweep_size(overrides)
     _hydra_main()
     if SWEEP.failed:
         print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (status failed in their "

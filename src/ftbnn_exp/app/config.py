@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -75,6 +76,7 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "groups": (INTEGER, None, True, True),
     "width": (INTEGER, None, True, True),
     "budget": (NUMBER, None, True, True),
+    "budget_rate": (NUMBER, None, True, False),
     "convention": (None, CONVENTIONS, False, True),
     "test_weights": (None, ("last", "best"), False, False),
     "trainer.max_epochs": (INTEGER, None, True, False),
@@ -100,6 +102,7 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "checkpoint.every_n_minutes": (NUMBER, None, True, True),
     "checkpoint.every_n_steps": (INTEGER, None, True, True),
     "checkpoint.keep_last": (INTEGER, None, True, False),
+    "checkpoint.best": (None, ("weights", "full", "none"), False, False),
     "kd.attention_from": (None, ("teacher", "previous_stage"), False, False),
     "kd.distill_stage0": (BOOLEAN, None, False, False),
     "kd.teacher": (TEXT, None, False, False),
@@ -372,6 +375,9 @@ def validate(cfg: DictConfig, on_this_machine: bool = True) -> RunSpecs:
     if on_this_machine:
         check_machine(cfg.trainer)
     check_init_from(cfg)
+    if cfg.test_weights == "best" and cfg.checkpoint.get("best") == "none":
+        raise UserError("test_weights=best needs best.ckpt; checkpoint.best=none writes none "
+                        "(allowed with it: test_weights=last)")
     return specs(cfg)
 
 
@@ -401,6 +407,17 @@ def _override_sets(parsed: list[Override]) -> Iterable[list[str]]:
             key = override.get_key_element()
             for value in override.sweep_string_iterator():
                 yield [*fixed, f"{key}={value}"]
+
+
+def sweep_size(overrides: list[str]) -> int | None:
+    """How many jobs a multirun's command line makes (the product of its sweeps, as Hydra's
+    basic sweeper forms them), for its ``[3/9]`` progress; None if it does not parse."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return None
+    return math.prod(len(list(o.sweep_string_iterator())) for o in parsed
+                     if o.is_sweep_override())
 
 
 def check_deletions(parsed: list[Override]) -> None:

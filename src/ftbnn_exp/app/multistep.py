@@ -1,16 +1,15 @@
 """``experiment=kd_multistep``: stages 0 → 1 → 2 of Appendix C, one run folder each.
 
 Each stage is an ordinary run (``stage<N>/`` with its checkpoints and ``metrics.json``) that
-starts from the previous stage's last weights. A stage whose ``metrics.json`` says
-``completed`` is not run again, and an unfinished one resumes from its own checkpoint, so the
+starts from the previous stage's last weights. A stage that finished with the same config is
+not run again (one whose config changed is checked as any rerun), and an unfinished one
+resumes from its own checkpoint, so the
 same command continues an interrupted pipeline where it stopped. ``stage=N init_from=<ckpt>``
 runs one stage alone. The pipeline's own ``metrics.json`` summarises the stages.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,19 +22,12 @@ from ftbnn_exp.artifacts import write_json_atomic
 from ftbnn_exp.training.distillation import STAGE_MODES
 
 
-def _finished(stage_dir: Path) -> dict[str, Any] | None:
-    record = stage_dir / "metrics.json"
-    if not record.is_file():
-        return None
-    result = json.loads(record.read_text())
-    return result if result.get("status") == "completed" else None
-
-
 def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
     """``kd.teacher`` made concrete. ``auto``: torchvision's ImageNet ResNet-18 on ImageNet-shaped
     data; on any other data a full-precision ResNet-18 trained here first, for
-    ``kd.teacher_epochs``, in ``teacher/`` (skipped when already completed): so the pipeline
-    runs offline on any data set. None when that training does not complete."""
+    ``kd.teacher_epochs``, in ``teacher/`` (a rerun with the same config skips it, as any
+    finished run: :func:`~ftbnn_exp.app.run.finished_earlier`): so the pipeline runs offline on
+    any data set. None when that training does not complete."""
     if cfg.kd.teacher != "auto":
         return str(cfg.kd.teacher)
     spec = build_datamodule(cfg).spec
@@ -43,9 +35,6 @@ def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
         return "torchvision"
     teacher_dir = place.run_dir / "teacher"
     checkpoint = str(teacher_dir / "checkpoints" / "last.ckpt")
-    if _finished(teacher_dir) is not None:
-        say(f"teacher: completed earlier ({teacher_dir})")
-        return checkpoint
     say(f"teacher: full-precision ResNet-18 on data={cfg.data.name}, "
         f"{cfg.kd.teacher_epochs} epochs (kd.teacher=auto)")
     teacher_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": cfg.kd.teacher_epochs},
@@ -76,19 +65,16 @@ def _stages(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
     status = "completed"
     for stage in stages:
         stage_dir = place.run_dir / f"stage{stage}"
-        result = _finished(stage_dir)
-        if result is not None:
-            say(f"stage {stage}: completed earlier, test top-1 "
-                f"{result['final'].get('test/top1', float('nan')):.2f}% ({stage_dir})")
-        else:
-            stage_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs[stage]},
-                                              "run_name": f"{cfg.run_name}-stage{stage}"},
-                                        cfg.kd.stage_overrides[stage] or {})
-            say(f"stage {stage}: activations {STAGE_MODES[stage][0]}, weights "
-                f"{STAGE_MODES[stage][1]}, {epochs[stage]} epochs"
-                + (f", from {init}" if init else ""))
-            result = train_run(stage_cfg, RunPlace(stage_dir, place.experiment), stage=stage,
-                               init_from=init)
+        # A stage that finished with this config is skipped by train_run; one whose config
+        # changed since (other epochs, overrides) is resumed or refused, never taken as done.
+        stage_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs[stage]},
+                                          "run_name": f"{cfg.run_name}-stage{stage}"},
+                                    cfg.kd.stage_overrides[stage] or {})
+        say(f"stage {stage}: activations {STAGE_MODES[stage][0]}, weights "
+            f"{STAGE_MODES[stage][1]}, {epochs[stage]} epochs"
+            + (f", from {init}" if init else ""))
+        result = train_run(stage_cfg, RunPlace(stage_dir, place.experiment), stage=stage,
+                           init_from=init)
         summary.append({"stage": stage, "run_dir": str(stage_dir),
                         "status": result["status"],
                         "test/top1": result.get("final", {}).get("test/top1"),

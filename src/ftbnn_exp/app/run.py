@@ -51,6 +51,7 @@ from ftbnn_exp.artifacts import (
     write_json_atomic,
 )
 from ftbnn_exp.complexity import Complexity
+from ftbnn_exp.complexity.counter import BOPS_PER_FLOP
 from ftbnn_exp.data import ClassificationDataModule
 from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec
@@ -158,7 +159,7 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
     datamodule.use_run_dir(place.run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    choice = resolve_width(specs, cfg.budget)
+    choice = resolve_width(specs, cfg.budget, cfg.get("budget_rate", BOPS_PER_FLOP))
     if choice:
         say(f"width solver: {choice.describe()}")
     spec = model_spec(cfg, specs, datamodule.spec, choice)
@@ -216,6 +217,8 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModu
         # in memory (test_weights=last) draws a notice that they are the ones used.
         warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available")
         warnings.filterwarnings("ignore", message=r".*ckpt_path=None.*")
+        # test_weights=best: best.ckpt's callback is the first (build_callbacks), as meant
+        warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks")
         trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=prepared.checkpoint,
                     weights_only=True)  # a checkpoint is data: no pickled code
         if not trainer.interrupted:
@@ -343,4 +346,14 @@ def _train_owned(cfg: DictConfig, place: RunPlace, stage: int | None,
         free_reserve(run_dir)  # room for the record's last word, which the full disk refused
         record.write(module)
         raise
+    close_loggers(trainer.loggers)
     return finish(cfg, record, module, prepared, run_dir)
+
+
+def close_loggers(loggers: list) -> None:
+    """Ends the loggers' runs now (W&B's closing lines), so that the run's own summary is the
+    last thing printed; a logger without a run of its own to end is left as it is."""
+    for logger in loggers:
+        experiment = getattr(logger, "_experiment", None)  # only one already started
+        if callable(getattr(experiment, "finish", None)):
+            experiment.finish()

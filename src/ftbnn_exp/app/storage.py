@@ -283,7 +283,7 @@ def resume_checkpoint(resume: str | None, run_dir: Path
 RUN_SHAPING = ("trainer.max_epochs", "trainer.accumulate_grad_batches",
                "optimizer", "scheduler", "model", "nonlinearity", "placement", "data.name",
                "data.root", "data.batch_size", "data.image_size", "augment", "seed", "depth",
-               "groups", "width", "budget", "stage", "kd")
+               "groups", "width", "budget", "budget_rate", "stage", "kd")
 """Keys whose change makes a resumed run a different run from the one its checkpoint began
 (``trainer.max_steps`` only says where to stop: the schedule follows ``max_epochs``)."""
 SCHEDULE_LENGTH = ("trainer.max_epochs",)

@@ -3,6 +3,8 @@ the application layer: it composes a training config).
 
 Counts the model a training command would build, at that command's data size, and prints a
 per-layer table with totals (beside Table 4's row where one matches), or one JSON object.
+``budget_rate=R`` prices BOPs at R per FLOP (a CPU's measured rate, ``python -m
+ftbnn_exp.deploy rate``) beside the paper's 64, and solves a derived model's width at it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ftbnn_exp.app.build import (
     resolve_width,
 )
 from ftbnn_exp.app.config import check_overrides, compose_config, validate
-from ftbnn_exp.complexity.counter import Complexity
+from ftbnn_exp.complexity.counter import BOPS_PER_FLOP, Complexity
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.paper import PaperTable4Row
 
@@ -29,11 +31,15 @@ usage: python -m ftbnn_exp.complexity [group=option ...] [key=value ...] [format
 Counts the model that the same training command (python -m ftbnn_exp ...) would build, at that
 command's data size, without training: MACs, FLOPs, BOPs and params per layer and in total, the
 budget (FLOPs + BOPs/64; convention=macs|paper), the width the solver picks for a derived
-model's budget, and Table 4's row where one matches. format=json prints one JSON object.
+model's budget, and Table 4's row where one matches. budget_rate=R (default 64, the paper's)
+adds the budget at FLOPs + BOPs/R and solves the width at it: R from `python -m
+ftbnn_exp.deploy rate` gives the model that meets the budget on that CPU. format=json prints
+one JSON object.
 
 examples:
   python -m ftbnn_exp.complexity
   python -m ftbnn_exp.complexity model=derived depth=34 groups=5 budget=135 data=imagenet
+  python -m ftbnn_exp.complexity model=derived depth=34 groups=5 budget_rate=13
   python -m ftbnn_exp.complexity model=bireal depth=34 format=json"""
 
 
@@ -41,7 +47,15 @@ def _millions(value: float) -> str:
     return f"{value / 1e6:.2f}M"
 
 
-def render_table(complexity: Complexity, paper: PaperTable4Row | None) -> str:
+def rate_line(complexity: Complexity, rate: float) -> str:
+    """The budget at ``rate`` beside the paper's /64."""
+    return (f"budget at budget_rate={rate:g}: {_millions(complexity.budget_at(rate))} (FLOPs + "
+            f"BOPs/{rate:g}) beside the paper's {_millions(complexity.budget)} (FLOPs + "
+            f"BOPs/{BOPS_PER_FLOP})")
+
+
+def render_table(complexity: Complexity, paper: PaperTable4Row | None,
+                 rate: float = BOPS_PER_FLOP) -> str:
     header = (f"{'layer':<28} {'kind':<6} {'output':<14} {'MACs':>13} {'FLOPs':>12} "
               f"{'BOPs':>13} {'x2':>3} {'params':>10}")
     lines = [header, "-" * len(header)]
@@ -56,6 +70,8 @@ def render_table(complexity: Complexity, paper: PaperTable4Row | None) -> str:
               f"{complexity.params_binary:,}/32)  budget {_millions(complexity.budget)} "
               f"[convention={complexity.convention}]")
     lines += ["", totals]
+    if rate != BOPS_PER_FLOP:
+        lines.append(rate_line(complexity, rate))
     if paper is not None:
         lines.append(
             f"paper (Table 4, ~{paper.budget}M, L{paper.depth}, G{paper.groups}; reference): "
@@ -82,7 +98,8 @@ def main(argv: list[str]) -> int:
         cfg = compose_config(overrides)
         specs = validate(cfg)
         data = build_datamodule(cfg).spec
-        choice = resolve_width(specs, cfg.budget)
+        rate = cfg.get("budget_rate", BOPS_PER_FLOP)
+        choice = resolve_width(specs, cfg.budget, rate)
         spec = model_spec(cfg, specs, data, choice)
         width = spec.kwargs.get("width")
         complexity = measure(spec, data, convention_for(cfg, specs))
@@ -91,11 +108,12 @@ def main(argv: list[str]) -> int:
         return 2
     paper = choice.paper_row if choice else None
     if fmt == "json":
-        print(json.dumps({**complexity.to_dict(), "width": width}))
+        print(json.dumps({**complexity.to_dict(), "width": width, "budget_rate": rate,
+                          "budget_at_rate": complexity.budget_at(rate)}))
     else:
         if choice:
             print(f"width solver: {choice.describe()}")
-        print(render_table(complexity, paper))
+        print(render_table(complexity, paper, rate))
     return 0
 
 

@@ -12,7 +12,8 @@ Params
     Real-valued parameters + binary-conv weights / 32 (Table 4's caption). BN and FPReLU count
     their 2 learnable values per channel; running statistics are buffers and not counted.
 Budget
-    FLOPs + BOPs / 64 (Fig. 3 right).
+    FLOPs + BOPs / 64 (Fig. 3 right); :meth:`Complexity.budget_at` prices BOPs at another rate
+    (a CPU's measured one: ``python -m ftbnn_exp.deploy rate``).
 FLOPs, under one of two conventions
     ``macs``
         Multiply-adds of real-valued convolutions and FC layers only. The convention of Bi-Real
@@ -88,6 +89,12 @@ class Complexity:
     @property
     def budget(self) -> float:
         return self.flops + self.bops / BOPS_PER_FLOP
+
+    def budget_at(self, rate: float) -> float:
+        """FLOPs + BOPs / ``rate``: the budget where ``rate`` BOPs cost one FLOP (the paper's
+        64, or a CPU's measured rate, ``python -m ftbnn_exp.deploy rate``). At 64 it is
+        :attr:`budget` exactly."""
+        return self.flops + self.bops / rate
 
     def totals(self) -> dict[str, float | int | str]:
         return {"flops": self.flops, "bops": self.bops, "params": self.params,

@@ -2,6 +2,9 @@
 
 For a depth, a group number and a target budget, it returns the admissible width (every group
 conv buildable) whose *measured* budget is nearest the target, with its admissible neighbours.
+The budget prices BOPs at the paper's 1/64 FLOP, or at a rate of the user's (``budget_rate``,
+e.g. a CPU's measured one from ``python -m ftbnn_exp.deploy rate``): the width that meets the
+same target on that hardware.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ftbnn_exp.complexity.counter import count_complexity
+from ftbnn_exp.complexity.counter import BOPS_PER_FLOP, count_complexity
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models.derived import derived_ftbnn, width_problem
 from ftbnn_exp.nn import NonLinearitySchedule
@@ -31,12 +34,16 @@ class WidthChoice:
     neighbours: tuple[tuple[int, float], ...]
 
     paper_row: PaperTable4Row | None = None
+    rate: float = BOPS_PER_FLOP
+    """BOPs per FLOP of :attr:`budget` and the neighbours' (the paper's 64 unless given)."""
 
     def describe(self) -> str:
         near = ", ".join(f"width={w}: {b / 1e6:.1f}M" for w, b in self.neighbours)
         source = (f" (Table 4 row ~{self.paper_row.budget}M L{self.paper_row.depth} "
                   f"G{self.paper_row.groups}: its FLOPs + BOPs/64)" if self.paper_row else "")
-        return (f"target {self.target / 1e6:.1f}M{source} -> width={self.width} "
+        priced = (f" at budget_rate={self.rate:g} (FLOPs + BOPs/{self.rate:g})"
+                  if self.rate != BOPS_PER_FLOP else "")
+        return (f"target {self.target / 1e6:.1f}M{source}{priced} -> width={self.width} "
                 f"({self.budget / 1e6:.1f}M); admissible neighbours {near}")
 
 
@@ -50,12 +57,23 @@ def budget_target(budget_m: float, depth: int, groups: int) -> tuple[float, Pape
 
 
 @lru_cache(maxsize=512)
-def derived_budget(depth: int, groups: int, width: int, convention: str = "paper",
-                   image_size: int = 224, num_classes: int = 1000) -> float:
-    """Measured budget (FLOPs + BOPs/64) of a derived model at ImageNet size."""
+def derived_counts(depth: int, groups: int, width: int, convention: str = "paper",
+                   image_size: int = 224, num_classes: int = 1000) -> tuple[int, int]:
+    """Measured (FLOPs, BOPs) of a derived model at ImageNet size: one trace serves every
+    rate."""
     model = derived_ftbnn(NonLinearitySchedule(), width, depth, groups, 3, num_classes,
                           image_size)
-    return count_complexity(model, (3, image_size, image_size), convention).budget
+    counted = count_complexity(model, (3, image_size, image_size), convention)
+    return counted.flops, counted.bops
+
+
+def derived_budget(depth: int, groups: int, width: int, convention: str = "paper",
+                   image_size: int = 224, num_classes: int = 1000,
+                   rate: float = BOPS_PER_FLOP) -> float:
+    """Measured budget (FLOPs + BOPs/``rate``; the paper's 64 by default) of a derived model
+    at ImageNet size."""
+    flops, bops = derived_counts(depth, groups, width, convention, image_size, num_classes)
+    return flops + bops / rate
 
 
 def admissible_widths(groups: int, limit: int = MAX_WIDTH) -> list[int]:
@@ -85,9 +103,11 @@ def _width_guess(candidates: list[int], budget: Callable[[int], float], target: 
 
 
 def solve_width(depth: int, groups: int, budget_m: float, convention: str = "paper",
-                image_size: int = 224, num_classes: int = 1000) -> WidthChoice:
-    """The admissible width whose measured budget is nearest the target of ``budget_m`` (in M,
-    see :func:`budget_target`).
+                image_size: int = 224, num_classes: int = 1000,
+                rate: float = BOPS_PER_FLOP) -> WidthChoice:
+    """The admissible width whose measured budget, FLOPs + BOPs/``rate``, is nearest the
+    target of ``budget_m`` (in M, see :func:`budget_target`; at another rate than 64 the
+    target stays the same number: the model that costs it on hardware of that rate).
 
     Three measured widths seed a quadratic guess (budget = BOPs/64, which grow with w², plus
     FLOPs, which grow with w); then the widths around the guess are measured, walking on until
@@ -96,14 +116,17 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
     """
     if budget_m <= 0:
         raise InvalidArgument(f"budget={budget_m} must be a positive number of millions")
+    if not rate > 0:
+        raise InvalidArgument(f"budget_rate={rate} must be a positive number of BOPs per FLOP")
     target_m, paper_row = budget_target(budget_m, depth, groups)
     target = target_m * 1e6
     candidates = admissible_widths(groups)
-    shape = f"depth={depth} groups={groups}"
+    shape = f"depth={depth} groups={groups}" + (f" budget_rate={rate:g}"
+                                                 if rate != BOPS_PER_FLOP else "")
 
     def budget(index: int) -> float:
         return derived_budget(depth, groups, candidates[index], convention, image_size,
-                              num_classes)
+                              num_classes, rate)
 
     if not candidates:
         raise InvalidArgument(f"groups={groups} admits no width up to {MAX_WIDTH}; allowed: "
@@ -136,4 +159,4 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
             f"fewer groups, another budget, or width=N")
     around = [i for i in range(best - 2, best + 3) if 0 <= i < len(candidates) and i != best]
     return WidthChoice(candidates[best], budget(best), target,
-                       tuple((candidates[i], budget(i)) for i in around), paper_row)
+                       tuple((candidates[i], budget(i)) for i in around), paper_row, rate)

@@ -1,18 +1,31 @@
-"""``python -m ftbnn_exp.deploy export <checkpoint> <out>`` | ``verify`` | ``bench <checkpoint>``.
+"""``python -m ftbnn_exp.deploy export <checkpoint> <out>`` | ``verify`` | ``bench`` | ``rate``.
 
 ``export`` writes the inference model (1-bit packed binary convs, folded BN) and prints its size
 beside the checkpoint's. ``verify`` checks, on the run's own test data, that every binary conv
 computed with bit operations equals PyTorch's exactly and that the exported model predicts the
 same top-1; it prints a table and exits with 1 if anything differs. ``bench`` times the export
 on the C++ kernels against the PyTorch model on this machine, at 1 thread and at all cores
-(``--threads``), and where the export's time goes by layer type.
+(``--threads``), and where the export's time goes by layer type. ``rate`` measures how many
+binary multiply-adds cost one fp32 multiply-add on this CPU, per layer kind, beside the paper's
+64 (:mod:`ftbnn_exp.deploy.rate`).
+
+A deployed model shares its machine, so this command sets ``OMP_WAIT_POLICY=PASSIVE`` (unless
+the environment sets it) before torch starts OpenMP: with OpenMP's default, threads spin
+between PyTorch's parallel operators, and beside one busy process all cores ran 6-7× slower
+than one thread; passive, they sleep. A service that embeds the runner sets it the same way.
 """
 
+# the environment is set before anything imports torch (E402 is not selected here)
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from ftbnn_exp import plugins
@@ -57,8 +70,17 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                              dest="command_plugin", help=plugin_help)
     timing.add_argument("--repeats", type=int, default=30)
+    timing.add_argument("--loaded", action="store_true",
+                        help="time the export again beside one busy process (a shared machine)")
     timing.add_argument("--threads", type=int, nargs="*", default=None,
                         help="thread counts to time (default: 1 and all cores)")
+    rating = commands.add_parser("rate", help="BOPs that cost one fp32 multiply-add here, per "
+                                 "layer kind, beside the paper's 64")
+    rating.add_argument("--threads", type=int, default=1, help="threads (default 1)")
+    rating.add_argument("--repeats", type=int, default=30, help="rounds (default 30)")
+    rating.add_argument("--image-size", type=int, default=224,
+                        help="the layers' shapes at this image size (default 224)")
+    rating.set_defaults(command_plugin=[])
     return parser
 
 
@@ -66,14 +88,13 @@ def _bench(args: argparse.Namespace) -> int:
     """Milliseconds per image, batch 1, at each thread count: the float model in PyTorch eval
     against its export on the C++ kernels (fused for the baseline, per conv otherwise), and
     the export's time by layer type."""
-    import os
-    import statistics
-    import time
+    from functools import partial
 
     import torch
 
     from ftbnn_exp.deploy.layers import to_inference
     from ftbnn_exp.deploy.profile import breakdown, describe
+    from ftbnn_exp.deploy.timing import busy_process, spread_ms
 
     checkpoint = load_checkpoint(args.checkpoint)
     metadata = checkpoint["ftbnn_exp"]
@@ -85,39 +106,48 @@ def _bench(args: argparse.Namespace) -> int:
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     if any(t < 1 for t in threads):
         raise UserError(f"--threads {threads}: thread counts must be positive")
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: give at least 1 round")
     x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
     with torch.no_grad():
         if args.stem == "fp32" and not torch.equal(runner(x), inference(x)):
             raise UserError(f"deploy bench: the {how} runner's logits differ from the reference "
                             f"engine's; not timed (`deploy verify` shows where)")
     print(f"runner: {how}")
-
-    def ms(run) -> float:
-        with torch.no_grad():
-            run(x)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                run(x)
-                times.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(times)
-
     before = torch.get_num_threads()
     try:
         for count in threads:
             torch.set_num_threads(count)
-            pytorch, ours = ms(model), ms(runner)
+            pytorch = spread_ms(partial(model, x), args.repeats)
+            ours = spread_ms(partial(runner, x), args.repeats)
             print(f"{metadata['run_name']} at {spec.image_size} px, batch 1, {count} thread(s), "
-                  f"median of {args.repeats}: PyTorch fp32 {pytorch:.3f} ms/image, export "
-                  f"({how}) {ours:.3f} ms/image, {pytorch / ours:.2f}×")
+                  f"{args.repeats} rounds: PyTorch fp32 {pytorch}, export {ours}, "
+                  f"{pytorch.median / ours.median:.2f}× (medians)")
             print(f"  export by layer type: {describe(breakdown(runner, x))}")
+        if args.loaded:
+            with busy_process():
+                for count in threads:
+                    torch.set_num_threads(count)
+                    print(f"  beside one busy process, {count} thread(s): export "
+                          f"{spread_ms(partial(runner, x), args.repeats)}")
     finally:
         torch.set_num_threads(before)
     return 0
 
 
+def _rate(args: argparse.Namespace) -> int:
+    """The exchange rate, measured side by side in rounds (:func:`rate.measure_rates`)."""
+    from ftbnn_exp.deploy import rate
+
+    found = rate.measure_rates(args.image_size, args.repeats, args.threads)
+    print("\n".join(rate.describe_rates(found, args.image_size, args.threads)))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     plugins.load(args.plugin + args.command_plugin)
+    if args.command == "rate":
+        return _rate(args)
     if args.command == "bench":
         return _bench(args)
     if args.command == "export":
@@ -158,6 +188,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    # torchdata's loader warns that a torch call it makes is deprecated: not the user's to fix
+    warnings.filterwarnings("ignore", message=".*set_vital.*")
     try:
         return _run(args)
     except UserError as error:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
 from functools import cache, partial
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import ModuleType
 
@@ -35,9 +37,8 @@ from ftbnn_exp.nn import fused_form
 SOURCE = files("ftbnn_exp.deploy") / "kernels" / "bconv.cpp"
 """Installed with the package (package data), built where :func:`build_source` says."""
 NAME = "ftbnn_bconv"
-# -fopenmp: without it ATen's parallel_for runs the whole range on the calling thread
-CFLAGS = ("-O3", "-ffp-contract=off", "-fopenmp")
-LDFLAGS = ("-fopenmp",)
+# threads are the kernels' own (std::thread, see run_chunks in bconv.cpp): no OpenMP
+CFLAGS = ("-O3", "-ffp-contract=off")
 BUILD_NOTE = "building the C++ kernels (first use, ~2 min)…"
 PATHS = ("popcnt", "avx2", "avx512bw", "avx512_vpopcntdq")
 """Paths by number, slowest first; :func:`best_path` takes the last one the CPU has."""
@@ -45,46 +46,57 @@ BIPOLAR, UNIPOLAR, GENERAL = 0, 1, 2
 ACTIVATIONS = {"none": 0, "relu": 1, "slopes": 2}
 
 
-def build_source() -> tuple[Path, Path]:
-    """The kernels' build folder and the source copied into it. The folder is named by what the
-    build depends on (source text, flags, torch, Python), not by where the package lies:
-    torch's own folder is one per extension name, and its ninja file holds the source's path,
-    so a checkout and an installed copy rebuilt over each other's build (~2 min at each switch).
-    Here every copy of the same source shares one build; an edited source gets its own."""
+def build_source(name: str, source: Traversable, cflags: tuple[str, ...]
+                 ) -> tuple[Path, Path]:
+    """A C++ extension's build folder and its source copied into it. The folder is named by
+    what the build depends on (source text, flags, torch, Python), not by where the package
+    lies: torch's own folder is one per extension name, and its ninja file holds the source's
+    path, so a checkout and an installed copy rebuilt over each other's build (~2 min at each
+    switch). Here every copy of the same source shares one build; an edited source gets its
+    own."""
     from torch.utils.cpp_extension import get_default_build_root
 
-    text = SOURCE.read_bytes()
+    text = source.read_bytes()
     digest = hashlib.sha256(text)
-    digest.update(repr((CFLAGS, LDFLAGS, torch.__version__, sys.version)).encode())
+    digest.update(repr((cflags, torch.__version__, sys.version)).encode())
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
-    folder = Path(root) / f"{NAME}-{digest.hexdigest()[:16]}"
+    folder = Path(root) / f"{name}-{digest.hexdigest()[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / SOURCE.name
-    if not source.exists():  # never rewritten: a newer file would make ninja build again
-        partial_copy = folder / f"{SOURCE.name}.{os.getpid()}"
+    copied = folder / source.name
+    if not copied.exists():  # never rewritten: a newer file would make ninja build again
+        partial_copy = folder / f"{source.name}.{os.getpid()}"
         partial_copy.write_bytes(text)
-        partial_copy.replace(source)
-    return folder, source
+        partial_copy.replace(copied)
+    return folder, copied
+
+
+def build_extension(name: str, source: Traversable, cflags: tuple[str, ...], note: str,
+                    what: str, fallback: str = "") -> ModuleType | None:
+    """The compiled extension, or None with one warning naming ``what`` (and the ``fallback``
+    used instead) where it cannot be built: no compiler, no headers, not x86-64. A build
+    takes minutes without a word from torch, so a missing build is announced (``note``)."""
+    # its import warns "No CUDA runtime is found" on every CPU machine: not ours to show
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import LIB_EXT, load
+
+        folder, copied = build_source(name, source, cflags)
+        if not (folder / f"{name}{LIB_EXT}").exists():
+            print(note, file=sys.stderr, flush=True)
+        # a copy: torch appends its own flags to the list it is given
+        return load(name=name, sources=[str(copied)], extra_cflags=list(cflags),
+                    build_directory=str(folder), verbose=False)
+    except Exception as error:  # every failure to build means "not here"
+        warnings.warn(f"ftbnn_exp: {what} could not be built ({type(error).__name__}: "
+                      f"{' '.join(str(error).split())[:200]}){fallback}", stacklevel=3)
+        return None
 
 
 @cache
 def kernels() -> ModuleType | None:
-    """The compiled extension, or None (with one warning) where it cannot be built. A build
-    takes minutes without a word from torch, so a missing build is announced on stderr."""
-    try:
-        from torch.utils.cpp_extension import LIB_EXT, load
-
-        folder, source = build_source()
-        if not (folder / f"{NAME}{LIB_EXT}").exists():
-            print(BUILD_NOTE, file=sys.stderr, flush=True)
-        # copies: torch appends its own flags to the lists it is given
-        return load(name=NAME, sources=[str(source)], extra_cflags=list(CFLAGS),
-                    extra_ldflags=list(LDFLAGS), build_directory=str(folder), verbose=False)
-    except Exception as error:  # no compiler, no headers, not x86-64: all mean "reference"
-        warnings.warn(f"ftbnn_exp: the C++ binary-conv kernels could not be built "
-                      f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
-                      f"using the exact PyTorch reference engine instead", stacklevel=2)
-        return None
+    """The compiled kernels, or None: the exact PyTorch reference engine is used instead."""
+    return build_extension(NAME, SOURCE, CFLAGS, BUILD_NOTE, "the C++ binary-conv kernels",
+                           "; using the exact PyTorch reference engine instead")
 
 
 def supported_paths() -> list[str]:

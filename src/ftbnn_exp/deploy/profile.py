@@ -59,7 +59,8 @@ def _kineto_quiet() -> Iterator[None]:
 def breakdown(runner: Callable[[Tensor], Tensor], x: Tensor, repeats: int = 10
               ) -> dict[str, float]:
     """Milliseconds per run in each part (the parts that took time), over ``repeats``
-    profiled runs after one warm-up."""
+    profiled runs after one warm-up (profiled runs take longer than unprofiled ones: the
+    parts add up to the profiled time, which :func:`describe` states)."""
     with torch.no_grad():
         runner(x)
         with _kineto_quiet(), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -73,6 +74,9 @@ def breakdown(runner: Callable[[Tensor], Tensor], x: Tensor, repeats: int = 10
 
 
 def describe(parts: dict[str, float]) -> str:
+    """The parts with their shares of the profiled run's total, which is stated: profiling
+    adds its own overhead, so it is longer than an unprofiled median."""
     total = sum(parts.values())
-    return ", ".join(f"{part} {ms:.2f} ms ({100 * ms / total:.0f} %)"
-                     for part, ms in sorted(parts.items(), key=lambda item: -item[1]))
+    return f"profiled {total:.2f} ms/run: " + ", ".join(
+        f"{part} {ms:.2f} ms ({100 * ms / total:.0f} %)"
+        for part, ms in sorted(parts.items(), key=lambda item: -item[1]))

@@ -1,6 +1,8 @@
-"""Read the artefacts of finished runs: ``metrics.json`` and the CSV logger's ``metrics.csv``.
+"""Read the artefacts of finished runs: ``metrics.json``, the CSV logger's ``metrics.csv`` and
+Hydra's ``.hydra/config.yaml``.
 
-Reports read only these files, never training code.
+Reports read only these files, as data (``yaml.safe_load``, never resolved or imported), never
+training code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ftbnn_exp.errors import UserError
+
+PAPER_TABLES = ("table1", "table3", "table4")
+"""The tables a report writes from rows (report/tables.py's builders)."""
+
 
 @dataclass
 class Run:
@@ -21,6 +30,12 @@ class Run:
 
     @property
     def table(self) -> str | None:
+        """The paper table the run belongs to: its config's ``group`` where that names one (an
+        overlay of a row on other data, ``experiment=cifar10/<row>``, keeps ``group:
+        table3``), else its experiment's folder (``table3/<row>``)."""
+        group = (self.metrics.get("config") or {}).get("group")
+        if group in PAPER_TABLES:
+            return group
         experiment = self.metrics.get("experiment") or ""
         return experiment.split("/")[0] if "/" in experiment else None
 
@@ -96,16 +111,58 @@ def read_curve(run_dir: Path, history: list[dict[str, Any]]) -> list[dict[str, f
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+def load_run(folder: Path) -> Run:
+    """The run recorded in ``folder/metrics.json``; an unreadable record (torn, not a JSON
+    object) is a run with status ``unreadable``, so a report still lists the folder."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        metrics = None
+    if not isinstance(metrics, dict):
+        metrics = {"status": "unreadable"}
+    history = metrics.get("history")
+    return Run(folder, metrics, read_curve(folder, history if isinstance(history, list) else []))
+
+
 def load_runs(root: Path) -> list[Run]:
-    runs = []
-    for file in sorted(root.rglob("metrics.json")):
-        try:
-            metrics = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError):
-            metrics = {"status": "unreadable"}
-        runs.append(Run(file.parent, metrics, read_curve(file.parent,
-                                                         metrics.get("history", []))))
-    return runs
+    """Every run under ``root``, each stage and teacher of a multi-step job included."""
+    return [load_run(file.parent) for file in sorted(root.rglob("metrics.json"))]
+
+
+def run_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a run folder (it holds ``metrics.json``), else the run folders
+    of the multirun under it: the outermost ones, so a multi-step job counts once (its own
+    summary, not its teacher and stages). A one-line :class:`UserError` when there are none."""
+    if not path.is_dir():
+        raise UserError(f"'{path}' is not a folder; give run folders (each with metrics.json) "
+                        f"or multirun folders")
+    if (path / "metrics.json").is_file():
+        return [path]
+    found = sorted(file.parent for file in path.rglob("metrics.json"))
+    outer = [f for f in found if not any(o in f.parents for o in found)]
+    if not outer:
+        raise UserError(f"'{path}' has no metrics.json and no run folders under it; give a run "
+                        f"folder (with metrics.json) or a multirun folder")
+    return outer
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """The run's config as Hydra saved it (``.hydra/config.yaml``), read as plain data: its
+    ``${...}`` interpolations stay text, nothing is resolved, imported or called. None when the
+    folder has none (a stage of a multi-step job); a one-line :class:`UserError` when it
+    cannot be read as a YAML mapping."""
+    file = folder / ".hydra" / "config.yaml"
+    if not file.is_file():
+        return None
+    try:
+        config = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(f"'{file}' cannot be read as YAML: {type(error).__name__} "
+                        f"{first}".rstrip()) from None
+    if not isinstance(config, dict):
+        raise UserError(f"'{file}' is not a YAML mapping of config keys")
+    return config
 
 
 def seed_result(runs: list[Run]) -> Run:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,14 @@ class RunRecord(L.Callback):
         self.info = dict(info)
         self.history: list[dict[str, float]] = []
         self._checkpoint_epoch = -1
+        self._started = time.monotonic()
+        self._earlier_seconds = 0.0  # wall time of the runs this one resumes
         if resuming and self.path.is_file():
             # The record on disk: kept if the resume fails early, and merged into the
             # checkpoint's history for the epoch the checkpoint was taken in.
-            self.history = json.loads(self.path.read_text()).get("history", [])
+            earlier = json.loads(self.path.read_text())
+            self.history = earlier.get("history", [])
+            self._earlier_seconds = float(earlier.get("wall_seconds") or 0.0)
         self.status = "running"
         self.test: dict[str, float] = {}
         # The epoch whose batches ran last, and the lr each epoch trained with: both seen
@@ -58,6 +63,8 @@ class RunRecord(L.Callback):
             "status": self.status,
             "diverged_epoch": diverged,
             "epochs_run": len(self.history),
+            # this process's time since the run started, plus that of the runs it resumed
+            "wall_seconds": round(self._earlier_seconds + time.monotonic() - self._started, 1),
             "final": {**(self.history[-1] if self.history else {}), **self.test},
             "best": ({"epoch": best["epoch"], "val/top1": best.get("val/top1")}
                      if best and "val/top1" in best else {}),

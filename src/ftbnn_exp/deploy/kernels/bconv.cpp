@@ -21,8 +21,13 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <chrono>
 #include <vector>
 
 namespace {
@@ -272,6 +277,114 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
 // The kernel body, instantiated once per instruction set below. VEC ops work on 8 uint64
 // lanes, one per output channel of a block of 8; each weight load serves P output pixels.
 // Pixels run in blocks of P over the flattened N * OH * OW outputs, so a block may span rows.
+// Threads take chunks of a layer's pixel blocks from a shared counter as they come free, and
+// the caller waits for the chunks to be done, not for every thread to arrive: a worker the OS
+// deschedules (a busy machine) delays the layer by at most the chunk it holds, and one that
+// wakes after the layer is done finds nothing left and sleeps again. Idle workers sleep on a
+// condition variable (passive waiting: they never spin on a core another process wants), as
+// OpenMP's spinning barriers, which made all cores slower than one on a loaded machine, do
+// not. A layer too small to split runs on fewer threads: MIN_BLOCKS_PER_THREAD blocks each.
+constexpr int64_t MIN_BLOCKS_PER_THREAD = 4;
+constexpr int64_t CHUNKS_PER_THREAD = 8;
+
+using ChunkBody = std::function<void(int64_t, int64_t, int64_t*)>;
+
+struct Layer {
+  ChunkBody body;  // referenced only while chunks remain, i.e. while the caller waits
+  int64_t blocks, chunk;
+  std::atomic<int64_t> next{0}, done{0}, negatives{0}, zeros{0};
+
+  // Run chunks until none is left; true if this call finished the layer's last chunk.
+  bool work() {
+    bool last = false;
+    for (int64_t begin = next.fetch_add(chunk); begin < blocks; begin = next.fetch_add(chunk)) {
+      const int64_t end = std::min(begin + chunk, blocks);
+      int64_t local[2] = {0, 0};
+      body(begin, end, local);
+      negatives.fetch_add(local[0]);
+      zeros.fetch_add(local[1]);
+      last = done.fetch_add(end - begin) + (end - begin) == blocks;
+    }
+    return last;
+  }
+};
+
+class Pool {
+ public:
+  static Pool& instance() {
+    static Pool pool;
+    return pool;
+  }
+
+  // Run `layer` on `threads` threads, the caller among them.
+  void run(const std::shared_ptr<Layer>& layer, int64_t threads) {
+    {
+      std::lock_guard<std::mutex> guard(lock_);
+      while ((int64_t)workers_.size() < threads - 1)
+        workers_.emplace_back([this] { serve(); });
+      layer_ = layer;
+      wanted_ = threads - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    layer->work();
+    std::unique_lock<std::mutex> guard(lock_);
+    finished_.wait(guard, [&] { return layer->done.load() == layer->blocks; });
+    layer_.reset();
+  }
+
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> guard(lock_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+ private:
+  void serve() {
+    uint64_t seen = 0;
+    for (;;) {
+      std::shared_ptr<Layer> layer;
+      {
+        std::unique_lock<std::mutex> guard(lock_);
+        wake_.wait(guard, [&] { return stop_ || (generation_ != seen && wanted_ > 0); });
+        if (stop_) return;
+        seen = generation_;
+        --wanted_;
+        layer = layer_;
+      }
+      if (layer && layer->work()) {
+        std::lock_guard<std::mutex> guard(lock_);  // the caller checks `done` under the lock
+        finished_.notify_all();
+      }
+    }
+  }
+
+  std::mutex lock_;
+  std::condition_variable wake_, finished_;
+  std::vector<std::thread> workers_;
+  std::shared_ptr<Layer> layer_;
+  uint64_t generation_ = 0;
+  int64_t wanted_ = 0;
+  bool stop_ = false;
+};
+
+void run_chunks(int64_t blocks, int64_t* counts, ChunkBody body) {
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), blocks / MIN_BLOCKS_PER_THREAD));
+  auto layer = std::make_shared<Layer>();
+  layer->body = std::move(body);
+  layer->blocks = blocks;
+  layer->chunk = std::max<int64_t>(1, blocks / (threads * CHUNKS_PER_THREAD));
+  if (threads == 1) layer->work();
+  else Pool::instance().run(layer, threads);
+  layer->body = nullptr;  // what it captured lives on the caller's stack
+  counts[0] += layer->negatives.load();
+  counts[1] += layer->zeros.load();
+}
+
 #define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE,   \
                      WINDOW)                                                                     \
   template <int KIND>                                                                            \
@@ -337,16 +450,11 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
     }                                                                                            \
   }                                                                                              \
   void NAME(const Args& a, int64_t* counts) {                                                    \
-    std::mutex lock;                                                                             \
     const int64_t blocks = (a.N * a.OH * a.OW + PIXELS - 1) / PIXELS;                            \
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {                             \
-      int64_t local[2] = {0, 0};                                                                 \
+    run_chunks(blocks, counts, [&](int64_t begin, int64_t end, int64_t* local) {                 \
       if (a.kind == 0) NAME##_blocks<0>(a, begin, end, local);                                   \
       else if (a.kind == 1) NAME##_blocks<1>(a, begin, end, local);                              \
       else NAME##_blocks<2>(a, begin, end, local);                                               \
-      std::lock_guard<std::mutex> guard(lock);                                                   \
-      counts[0] += local[0];                                                                     \
-      counts[1] += local[1];                                                                     \
     });                                                                                          \
   }
 
@@ -526,15 +634,28 @@ bool avx512_epilogue_supported() {
 
 }  // namespace
 
-// How many threads a parallel_for of the kernels' grain runs on (1 when built without
-// OpenMP, whatever torch.set_num_threads says).
-int64_t parallel_threads() {
+// How many threads a layer of `blocks` pixel blocks runs on (the pool's workers and the
+// caller): each chunk records its thread and holds it until every thread has been seen or a
+// short wait passes, so that one thread cannot take every chunk before the others wake.
+int64_t parallel_threads(int64_t blocks) {
   std::mutex lock;
   std::vector<std::thread::id> seen;
-  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
-    std::lock_guard<std::mutex> guard(lock);
-    const auto id = std::this_thread::get_id();
-    if (std::find(seen.begin(), seen.end(), id) == seen.end()) seen.push_back(id);
+  const int64_t expected = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), blocks / MIN_BLOCKS_PER_THREAD));
+  int64_t counts[2] = {0, 0};
+  run_chunks(blocks, counts, [&](int64_t, int64_t, int64_t*) {
+    {
+      std::lock_guard<std::mutex> guard(lock);
+      const auto id = std::this_thread::get_id();
+      if (std::find(seen.begin(), seen.end(), id) == seen.end()) seen.push_back(id);
+    }
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard<std::mutex> guard(lock);
+        if ((int64_t)seen.size() >= expected) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   });
   return (int64_t)seen.size();
 }
@@ -616,7 +737,8 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_paths", &supported_paths, "instruction-set paths this CPU runs");
-  m.def("parallel_threads", &parallel_threads, "threads a parallel_for runs on");
+  m.def("parallel_threads", &parallel_threads, "threads a layer of that many blocks runs on",
+        py::arg("blocks") = 1024);
   m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes");
   m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output");
 }
