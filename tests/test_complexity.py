@@ -122,17 +122,16 @@ def test_unbuildable_width_names_widths_that_work():
         derived_ftbnn(NonLinearitySchedule(), 101, 34, 5)
 
 
-def test_cli_json_and_error():
-    done = subprocess.run(
-        [sys.executable, "-m", "ftbnn_exp.complexity", "model=derived", "depth=34", "groups=5",
-         "budget=135", "data=imagenet", "format=json"], capture_output=True, text=True,
-        timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+def test_cli_json_and_error(capsys):
+    from ftbnn_exp.complexity.__main__ import main as complexity_main
+
+    assert complexity_main(["model=derived", "depth=34", "groups=5", "budget=135",
+                            "data=imagenet", "format=json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert {"flops", "bops", "params", "params_fp", "params_binary", "budget", "convention",
             "layers"} <= set(result)
     assert result["budget"] == pytest.approx(131.7e6, rel=0.04)
     assert result["convention"] == "paper" and result["width"] % 5 == 0
     bad = subprocess.run([sys.executable, "-m", "ftbnn_exp.complexity", "convention=flops"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300)  # the real command
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "convention" in bad.stderr

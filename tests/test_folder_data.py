@@ -218,7 +218,8 @@ def test_the_table3_baseline_trains_on_a_tiny_imagenet_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("augment", "check"), [
-    ("none", lambda train, test: abs(train - test) <= 5 and test >= 90),
+    pytest.param("none", lambda train, test: abs(train - test) <= 5 and test >= 90,
+                 marks=pytest.mark.slow),  # he2016, the harder case, stays in the default run
     # he2016's random scales make training harder than evaluation, never the reverse
     ("he2016", lambda train, test: test >= train - 3 and test >= 60),
 ])

@@ -130,6 +130,7 @@ def test_deploy_rate_refuses_a_bad_argument_in_one_line(args, named, capsys):
 
 
 @needs_kernels
+@pytest.mark.slow  # builds the ceiling loops (~1 min on a fresh machine)
 def test_the_ceiling_loops_count_their_multiply_adds():
     module = rate.ceiling_kernels()
     assert module is not None

@@ -79,3 +79,22 @@ def test_a_multirun_prints_its_progress(tmp_path):
                 and "/2] " in line]
     assert [line.split()[0] for line in progress] == ["[1/2]", "[2/2]"]
     assert Path(progress[0].split()[1]).is_dir()
+
+
+def test_an_epoch_resumed_after_its_last_batch_is_still_recorded(tmp_path):
+    """A run stopped after the epoch's last training batch (SIGTERM during its validation)
+    resumes with no batch left: it recorded 0 epochs though the epoch ended (seen in a killed
+    ``make derived``). The row is taken at the end of training all the same."""
+    from types import SimpleNamespace
+
+    from ftbnn_exp.training.callbacks import RunRecord
+
+    record = RunRecord(tmp_path / "metrics.json", {"run_name": "x"})
+    trainer = SimpleNamespace(current_epoch=1,
+                              callback_metrics={"train/loss": torch.tensor(0.5),
+                                                "train/top1": torch.tensor(80.0)})
+    module = SimpleNamespace(diverged_at_epoch=None)
+    record.on_train_end(trainer, module)
+    assert record.history == [{"epoch": 0, "train/loss": 0.5, "train/top1": 80.0}]
+    assert record.status == "trained"
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 1

@@ -105,8 +105,13 @@ class RunRecord(L.Callback):
                                 for i, group in enumerate(opt.param_groups)}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._epoch_in_progress is not None:
-            self._take_epoch(trainer, self._epoch_in_progress)
+        epoch = self._epoch_in_progress
+        if epoch is None and trainer.current_epoch > 0:
+            # resumed after the epoch's last batch (stopped during its validation): no batch
+            # ran here, but the epoch ended in this fit and its row is still to be taken
+            epoch = trainer.current_epoch - 1
+        if epoch is not None:
+            self._take_epoch(trainer, epoch)
         self.status = self._trained(pl_module)
         self.write(pl_module)
 
