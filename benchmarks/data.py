@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,13 @@ def pipeline_rate(root: Path, workers: int, batch: int, batches: int, backend: s
                           pin_memory=device.type == "cuda")
     dm.setup()
 
+    return loader_rate(dm, device, batches)
+
+
+def loader_rate(dm: Any, device: torch.device, batches: int) -> float:
+    """Images/s of ``dm``'s training loader delivered on ``device`` over ``batches`` batches;
+    worker start-up and pipeline building (the first batch) are not throughput."""
+
     def batches_on_device() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = dm.train_dataloader()  # one loader: its persistent workers start once
         while True:
@@ -61,7 +69,7 @@ def pipeline_rate(root: Path, workers: int, batch: int, batches: int, backend: s
                 yield dm.transfer_batch_to_device(encoded, device, 0)
 
     iterator = batches_on_device()
-    next(iterator)  # worker start-up and pipeline building are not throughput
+    next(iterator)
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
         images, _ = next(iterator)

@@ -115,8 +115,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,22 +142,12 @@ def write_tree(root: Path, train: int, test: int) -> None:
                 image.save(folder / f"{i:04d}.jpg", quality=75)
 
 
-def batches_on(dm: Any, device: Any) -> Iterator[Any]:
-    """The training loader's batches on ``device`` (decoded there by a device backend),
-    endlessly: one loader, so its workers start once."""
-    loader = dm.train_dataloader()
-    while True:
-        for batch in loader:
-            yield dm.transfer_batch_to_device(batch, device, 0)
-
-
 def backend_rate(root: str, backend: str, device: Any, batch: int, workers: int,
                  batches: int) -> float:
     """Images/s of the recipe's training loader (experiment=cifar10/baseline: augment=cifar,
     CIFAR normalisation) with ``data.backend=backend``, delivered on ``device``; worker
     start-up and pipeline building excluded."""
-    import torch
-
+    from benchmarks.data import loader_rate
     from ftbnn_exp.app.build import build_datamodule
     from ftbnn_exp.app.config import compose_config
 
@@ -169,15 +157,7 @@ def backend_rate(root: str, backend: str, device: Any, batch: int, workers: int,
                           f"data.pin_memory={str(device.type == 'cuda').lower()}"])
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    iterator = batches_on(dm, device)
-    next(iterator)
-    start, seen = time.perf_counter(), 0
-    for _ in range(batches):
-        images, _ = next(iterator)
-        seen += images.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return seen / (time.perf_counter() - start)
+    return loader_rate(dm, device, batches)
 
 
 def fastest_backend(args: argparse.Namespace) -> None:
