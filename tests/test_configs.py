@@ -44,10 +44,10 @@ def test_paper_schedule_follows_the_model():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["nonlinearity=foo"], "nonlinearity=foo is not an option; allowed: fprelu, none"),
+    (["nonlinearity=foo"], "nonlinearity=foo is not an option; allowed: fprelu, hardtanh, none"),
     (["model=bar"], "model=bar is not an option; allowed: baseline, bireal, derived"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be an integer"),
-    (["nonlinearity.elsewhere=tanh"], "allowed: fprelu, identity, prelu, relu"),
+    (["nonlinearity.elsewhere=tanh"], "allowed: fprelu, hardtanh, identity, prelu, relu"),
     (["foo=1"], "Could not override 'foo'"),
     (["data=mnist", "data.root=???"], "data.root is required"),
     (["depth=0"], "depth=0 must be positive"),

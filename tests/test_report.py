@@ -160,7 +160,7 @@ def test_a_multistep_row_is_its_last_stage_per_seed(tmp_path):
         {"experiment": "table1/ftbnn_kd", "status": "completed", "final": {"test/top1": 61.0}}))
     _stage(tmp_path, "ftbnn_kd-seed3/teacher", 3, None, 98.0, name="table1-ftbnn_kd-teacher")
     report = write_reports(tmp_path)
-    row = next(line for line in report.splitlines() if line.startswith("| FTBNN† (KD + MS)"))
+    row = next(line for line in report.splitlines() if line.startswith("| FTBNN † (KD + MS)"))
     cells = row.split(" | ")
     assert cells[1:8] == ["✓", "✗", "✓", "✗", "61.0",
                           "1; seed 2 unfinished (stage 0 of 0-2); seed 3 unfinished "

@@ -264,7 +264,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
         *periodic_checkpoints(cfg, checkpoints),
         RngState(),
-        TrainingProgress(),  # parts that follow training progress (IR-Net's EDE)
+        # parts that follow training progress (IR-Net's EDE), stepped per batch or per epoch
+        TrainingProgress(per_batch=cfg.get("progress_step", "batch") == "batch"),
         *extra,
         *(instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()),
     ]

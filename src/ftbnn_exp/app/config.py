@@ -79,6 +79,7 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "budget_rate": (NUMBER, None, True, False),
     "convention": (None, CONVENTIONS, False, True),
     "test_weights": (None, ("last", "best"), False, False),
+    "progress_step": (None, ("batch", "epoch"), False, False),
     "trainer.max_epochs": (INTEGER, None, True, False),
     "trainer.num_nodes": (INTEGER, None, True, False),
     "trainer.gradient_clip_val": (NUMBER, None, False, True),
@@ -108,6 +109,7 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "kd.teacher": (TEXT, None, False, False),
     "kd.teacher_epochs": (INTEGER, None, True, False),
     "kd.epochs": (None, None, False, False),
+    "kd.stages": (None, None, False, False),
     "kd.stage_overrides": (None, None, False, False),
 }
 
@@ -277,7 +279,13 @@ def check_init_from(cfg: DictConfig) -> None:
 def check_multistep_keys(cfg: DictConfig) -> None:
     """``stage`` and ``init_from`` are read by ``experiment=kd_multistep`` only: a command
     line that sets them for a plain run is refused, not ignored. (Checked on the command line:
-    the pipeline's own teacher run inherits them unused.)"""
+    the pipeline's own teacher run inherits them unused.) ``kd.stages`` lists stages in
+    order, each once (Real-to-Bin's baseline: ``[1, 2]``, its BAN and BNN steps)."""
+    stages = list(cfg.kd.get("stages") or []) if cfg.get("kd") else None
+    if stages is not None and (not stages or stages != sorted(set(stages))
+                               or not set(stages) <= set(STAGE_MODES)):
+        raise UserError(f"kd.stages={stages} must list stages in increasing order, each once; "
+                        f"allowed: {', '.join(map(str, STAGE_MODES))}")
     for key in ("stage", "init_from"):
         if cfg.get(key) is not None and not cfg.get("kd"):
             raise UserError(f"{key}={cfg[key]} is read only by experiment=kd_multistep (one "

@@ -58,7 +58,7 @@ def _stages(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
     if teacher is None:
         return None
     cfg = OmegaConf.merge(cfg, {"kd": {"teacher": teacher}})
-    stages = [cfg.stage] if cfg.stage is not None else sorted(STAGE_MODES)
+    stages = [cfg.stage] if cfg.stage is not None else list(cfg.kd.get("stages") or STAGE_MODES)
     epochs = list(cfg.kd.epochs)
     init = cfg.init_from
     summary: list[dict[str, Any]] = []

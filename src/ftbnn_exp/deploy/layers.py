@@ -150,7 +150,12 @@ def _conv_scale(conv: nn.Module, where: str) -> Tensor | None:
 def _binary_pairs(parent: nn.Module, where: str) -> list[tuple[str, str]]:
     """The (binary conv, BN) child names ``parent`` declares in ``binary_pairs``; a one-line
     refusal for a binary conv it does not pair or a partner that is not a BN."""
-    pairs = list(getattr(parent, "binary_pairs", ()))
+    declared = getattr(parent, "binary_pairs", ())
+    if declared is None:
+        raise InvalidArgument(f"export: {type(parent).__name__} at '{where or 'the model'}' "
+                              "normalises before its binary conv (BN → sign → conv), so no BN "
+                              "folds into the conv's output step; it has no export form")
+    pairs = list(declared)
     children = dict(parent.named_children())
     paired = {conv for conv, _ in pairs}
     for conv, bn in pairs:

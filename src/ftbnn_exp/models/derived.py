@@ -6,6 +6,7 @@ Table 4 implies (``docs/table4-complexity.md``) and are noted where they are mad
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ftbnn_exp.models.layout import (
     binary_parts,
     blocks_per_stage,
     build_stages,
+    halved,
     is_small_input,
 )
 from ftbnn_exp.models.registry import register_family, register_variant
@@ -176,12 +178,19 @@ class DerivedFTBNN(nn.Module):
             raise InvalidArgument(f"groups={groups} must be >= 1")
         check_width(width, groups)
         self.num_classes, self.width, self.groups = num_classes, width, groups
-        self.stem = InitialBlock(in_channels, is_small_input(image_size))
-        self.bridge = BridgeBlock(width, parts.input_quantizer, parts.conv_layer)
+        small = is_small_input(image_size)
+        self.stem = InitialBlock(in_channels, small)
+        # each conv's output side (a spatial scaling's size): the stem's 3×3/2 conv and max-pool
+        # halve it twice on large inputs; the bridge keeps it; each reduction block halves it
+        side = [image_size if small else halved(image_size, 2)]
+        self.bridge = BridgeBlock(width, parts.input_quantizer,
+                                  functools.partial(parts.conv_layer, output_size=(side[0],) * 2))
 
         def block(c_in: int, c_out: int, reduces: bool, nonlinear: nn.Module) -> nn.Module:
             kind = ReductionBlock if reduces else NormalBlock
-            return kind(c_in, groups, nonlinear, parts.input_quantizer, parts.conv_layer)
+            side[0] = halved(side[0]) if reduces else side[0]
+            conv_layer = functools.partial(parts.conv_layer, output_size=(side[0],) * 2)
+            return kind(c_in, groups, nonlinear, parts.input_quantizer, conv_layer)
 
         widths = [width * 2 ** stage for stage in range(len(stage_blocks))]
         self.stages = build_stages(stage_blocks, widths, width, schedule, block)

@@ -39,6 +39,14 @@ def is_small_input(image_size: int) -> bool:
     return image_size <= SMALL_INPUT_MAX
 
 
+def halved(side: int, times: int = 1) -> int:
+    """A feature map's side after ``times`` padded stride-2 layers (3×3 conv or max-pool with
+    padding 1, 7×7 with 3): ⌈side / 2⌉ each time."""
+    for _ in range(times):
+        side = (side + 1) // 2
+    return side
+
+
 BlockFactory = Callable[[int, int, bool, nn.Module], nn.Module]
 """``(in_channels, out_channels, reduces, nonlinear) -> block``; ``reduces`` for the first
 block of every stage after the first (stride 2)."""
@@ -91,10 +99,15 @@ class BinaryParts:
                                                        **self.binarizer_options)
 
     def conv_layer(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                   stride: int = 1, padding: int = 1, groups: int = 1) -> nn.Module:
-        return part("scaling", self.scaling).build(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-            groups=groups, bound=self.bound, **self.conv_options)
+                   stride: int = 1, padding: int = 1, groups: int = 1,
+                   output_size: tuple[int, int] | None = None) -> nn.Module:
+        """A binary conv of the chosen scaling; ``output_size`` (H, W) reaches only a scaling
+        with the ``spatial`` trait (XNOR-Net++'s row and column factors)."""
+        entry = part("scaling", self.scaling)
+        spatial = {"output_size": output_size} if entry.spatial else {}
+        return entry.build(in_channels, out_channels, kernel_size, stride=stride,
+                           padding=padding, groups=groups, bound=self.bound, **spatial,
+                           **self.conv_options)
 
 
 def binary_parts(binarizer: str, scaling: str, bound: float,

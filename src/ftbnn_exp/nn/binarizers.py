@@ -120,9 +120,9 @@ class EDE(BinaryActivation):
     at the start of training to sign-like (t = 10, k = 1) at its end.
 
     ``progress`` (i/N in Eq. 12) is set by training (:class:`~ftbnn_exp.training.progress.
-    TrainingProgress`); IR-Net's code steps it per epoch, that callback per batch by default.
-    IR-Net also applies EDE to the weights; here it is the activation binarizer only (the
-    weights' binarizer belongs to the scaling part)."""
+    TrainingProgress`): per batch by default, per epoch as IR-Net's code with
+    ``progress_step=epoch`` (``experiment=table1/irnet`` sets it). IR-Net also applies EDE to
+    the weights: that is the ``libra`` scaling's weight estimator."""
 
     def __init__(self, channels: int = 0, bound: float = DEFAULT_BOUND, t_min: float = T_MIN,
                  t_max: float = T_MAX) -> None:

@@ -39,6 +39,13 @@ register_part("nonlinear", "prelu", label="PReLU", fused=_prelu_fused,
               make=lambda channels: nn.PReLU(channels))(nn.PReLU)
 
 
+# IR-Net's explicit non-linearity (Qin et al. 2020, §4.2: "we select Hardtanh as our
+# activation function instead of ReLU"), after the stem and every residual add of its
+# ImageNet ResNet-18; clamp to [-1, 1]. No fused deploy form: the per-conv path runs it.
+register_part("nonlinear", "hardtanh", label="Hardtanh",
+              make=lambda channels: nn.Hardtanh())(nn.Hardtanh)
+
+
 def make_nonlinear_module(kind: str, channels: int) -> nn.Module:
     """A new registered non-linear module ``kind`` of ``channels`` (:mod:`.parts`)."""
     return part("nonlinear", kind, "non-linear module").build(channels)

@@ -19,7 +19,15 @@ registered beside its class with :func:`register_part` and declares:
 - ``real_input``: a scaling that also needs the block's real-valued input (XNOR-Net's K,
   Real-to-Bin's gating) is called as ``conv(binarized, real)``;
 - ``progress``: a part whose forward or backward follows training progress (IR-Net's EDE):
-  training sets its ``progress`` attribute to the fraction of training done.
+  training sets its ``progress`` attribute to the fraction of training done;
+- ``spatial``: a scaling whose factors span the output's height and width (XNOR-Net++'s
+  α ⊗ β ⊗ γ) is given its conv's ``output_size=(H, W)`` by the model that builds it;
+- ``decay``: whether the part's own learnable scales or thresholds (its direct parameters,
+  not a binary conv's latent weights, not child layers) get the optimizer's weight decay.
+  False by default: a per-channel scale or threshold pulled towards 0 changes what the part
+  computes (Γ → 0, RSign's α → 0), and none of the methods' papers states a decay on them.
+  Non-linear modules keep the real weights' decay (FTBNN's slopes: the paper is silent, and
+  Table 3's training stays as it was).
 
 A module's part is looked up by its exact class (:func:`part_of`): a subclass that is not
 registered itself has no traits, so it never inherits a lean path or a fused form that would
@@ -44,7 +52,7 @@ module after a block."""
 FRAMEWORK_ARGUMENTS = {
     "binarizer": ("channels", "bound", "mode"),
     "scaling": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "groups",
-                "bound"),
+                "bound", "output_size"),
     "nonlinear": ("channels",),
 }
 """What the framework gives every part of a kind itself; the rest are the user's options."""
@@ -100,6 +108,8 @@ class Part:
     table1: tuple[str, ...] = ()
     real_input: bool = False
     progress: bool = False
+    spatial: bool = False
+    decay: bool = False
 
     def build(self, *args: Any, **kwargs: Any) -> nn.Module:
         """A new module of this part (``make`` where the class's own signature differs from
@@ -182,6 +192,18 @@ def fused_form(module: nn.Module, where: str, user: str = "the fused runner") ->
 def lean_exact(*modules: nn.Module) -> bool:
     """Every module is a registered part whose lean path is exact."""
     return all((entry := part_of(m)) is not None and entry.lean_exact for m in modules)
+
+
+def undecayed_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The direct parameters of every registered binarizer or scaling part that does not
+    declare ``decay`` (a binary conv's latent ``weight`` excepted: it has its own group)."""
+    found = []
+    for module in model.modules():
+        entry = part_of(module)
+        if entry is None or entry.decay or entry.kind == "nonlinear":
+            continue
+        found += [p for name, p in module.named_parameters(recurse=False) if name != "weight"]
+    return found
 
 
 def has_trait(module: nn.Module, trait: str) -> bool:

@@ -57,14 +57,19 @@ class Run:
         return self._recorded("stage")
 
     @property
-    def last_stage(self) -> int | None:
-        """The stage its pipeline ends with: the one asked for (``stage=N``), else the last
-        of ``kd.epochs``; None for a plain run."""
+    def stages(self) -> list[int]:
+        """The stages its pipeline runs: the one asked for (``stage=N``), else ``kd.stages``
+        (older runs: every stage of ``kd.epochs``); empty for a plain run."""
         config = self.metrics.get("config") or {}
         if isinstance(config.get("stage"), int):
-            return config["stage"]
-        epochs = (config.get("kd") or {}).get("epochs")
-        return len(epochs) - 1 if epochs else None
+            return [config["stage"]]
+        kd = config.get("kd") or {}
+        return list(kd.get("stages") or range(len(kd.get("epochs") or ())))
+
+    @property
+    def last_stage(self) -> int | None:
+        """The stage its pipeline ends with; None for a plain run."""
+        return self.stages[-1] if self.stages else None
 
     @property
     def is_teacher(self) -> bool:

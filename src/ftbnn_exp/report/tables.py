@@ -80,7 +80,7 @@ def outcome(run: Run) -> str | None:
     if run.is_teacher:
         return "unfinished (teacher only)"
     if run.stage is not None and run.last_stage is not None and run.stage < run.last_stage:
-        return f"unfinished (stage {run.stage} of 0-{run.last_stage})"
+        return f"unfinished (stage {run.stage} of {run.stages[0]}-{run.last_stage})"
     return None
 
 
@@ -179,7 +179,7 @@ def _part_name(spec: Mapping[str, Any], key: str) -> str | None:
 
 def strategies(metrics: Mapping[str, Any]) -> set[str] | None:
     """Table 1's strategies a run used, read off its resolved config and its parts' traits
-    (never typed per row): KD, distillation weights above 0; MS, more than one stage; GA and
+    (never typed per row): KD, distillation weights above 0; MS, more than one stage run; GA and
     Scaling, from the ``table1`` trait of its binarizer and scaling. None when unknown (a
     plug-in's part that is not loaded here)."""
     config, spec = metrics.get("config") or {}, metrics.get("model_spec") or {}
@@ -187,7 +187,7 @@ def strategies(metrics: Mapping[str, Any]) -> set[str] | None:
     used = set()
     if kd and (kd.get("kd_weight", 0) > 0 or kd.get("attention_weight", 0) > 0):
         used.add("KD")
-    if kd and len(kd.get("epochs") or ()) > 1:
+    if kd and len(kd.get("stages") or kd.get("epochs") or ()) > 1:
         used.add("MS")
     for kind in ("binarizer", "scaling"):
         name = _part_name(spec, kind)
@@ -221,18 +221,22 @@ def table1(runs: list[Run]) -> ReportTable:
     for paper in PAPER_TABLE1:
         seeds = ours[paper.row]
         run = seeds.first
-        counts = _complexity(run, ("flops", "bops", "params"))
+        counts = _complexity(run, ("flops", "bops", "params", "budget"))
         used = _marks(strategies(run.metrics)) if run else [""] * len(STRATEGIES)
         reference = ([*_marks(paper.strategies), f"{paper.top1}"] if paper.top1 is not None
                      else ["n/a"] * (len(STRATEGIES) + 1))
-        rows.append([paper.description, *used, seeds.cell("test/top1"), seeds.count(),
-                     marks[paper.row], *counts, *reference])
+        budget = f"~{paper.budget_m:g}" if paper.budget_m else "n/a"
+        top1 = seeds.cell("test/top1") if paper.configured else "not configured"
+        rows.append([paper.description, *used, top1, seeds.count(), marks[paper.row], *counts,
+                     budget, *reference])
     header = ["method", *STRATEGIES, "ours top-1", "n", "not resolved from", "FLOPs (M)",
-              "BOPs (M)", "Params (M)", *(f"paper {s}" for s in STRATEGIES),
-              "paper top-1 (ImageNet)"]
-    return ReportTable("Table 1: methods on the ResNet-18 skeleton (ours vs the paper's; "
+              "BOPs (M)", "Params (M)", "budget (M)", "paper budget (M, Table 4 right)",
+              *(f"paper {s}" for s in STRATEGIES), "paper top-1 (ImageNet)"]
+    return ReportTable("Table 1: methods on the ResNet-18 skeleton (ours vs the paper's, in "
+                       "the paper's order, then Real-to-Bin's full method and ReActNet's parts; "
                        "strategy marks read off each run's config and parts; complexity at "
-                       "224 px, 1000 classes)", header, rows, _results(ours))
+                       "224 px, 1000 classes; budget = FLOPs + BOPs/64)", header, rows,
+                       _results(ours))
 
 
 def table3(runs: list[Run]) -> ReportTable:

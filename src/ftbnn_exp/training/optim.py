@@ -10,6 +10,7 @@ from torch import nn
 
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import binary_weight_parameters
+from ftbnn_exp.nn.parts import undecayed_parameters
 from ftbnn_exp.validation import FRACTION, NUMBER, check_value
 
 OPTIMIZERS = ("adam",)
@@ -59,11 +60,17 @@ class SchedulerSpec:
 
 
 def parameter_groups(model: nn.Module, spec: OptimizerSpec) -> list[dict]:
+    """Binary latent weights (``binary_weight_decay``), the parts' own scales and thresholds
+    (no decay unless their part declares it: :func:`~ftbnn_exp.nn.parts.undecayed_parameters`)
+    and every other parameter (``weight_decay``)."""
     binary = {id(p) for p in binary_weight_parameters(model)}
+    parts = {id(p) for p in undecayed_parameters(model)}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in binary],
          "weight_decay": spec.binary_weight_decay, "name": "binary"},
-        {"params": [p for p in model.parameters() if id(p) not in binary],
+        {"params": [p for p in model.parameters() if id(p) in parts],
+         "weight_decay": 0.0, "name": "part"},
+        {"params": [p for p in model.parameters() if id(p) not in binary | parts],
          "weight_decay": spec.weight_decay, "name": "real"},
     ]
     return [group for group in groups if group["params"]]
