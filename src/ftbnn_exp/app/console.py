@@ -16,6 +16,10 @@ _NOTICES = (
     r".*'set_vital' is deprecated.*",
     # a resumed run writes into its own checkpoint folder by design
     r".*Checkpoint directory .* exists and is not empty.*",
+    # Lightning's SLURMEnvironment.detect() on a machine with SLURM's client tools (a login
+    # node, an salloc shell) when the run was not started by srun: our SLURM jobs are
+    # (hydra/launcher=slurm), and a run outside them is what the user asked for.
+    r"The `srun` command is available on your system but is not used\.",
 )
 
 
