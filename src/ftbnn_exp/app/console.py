@@ -34,5 +34,7 @@ def quiet() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda",
                  # "weights_only was not set" on OnExceptionCheckpoint's save
-                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 # "SLURM auto-requeueing enabled" in every SLURM job (a failed requeue warns)
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
