@@ -120,6 +120,8 @@ def test_a_sweep_runs_as_one_slurm_job_per_row_equal_to_local_runs(slurm_cluster
         finished(local, tmp_path / "local.log")
     assert done.returncode == 0, done.stderr[-3000:]
     (array,) = {job.split("_")[0] for job in submitted(sweep)}
+    wait_until(lambda: all(r["JobState"] in ENDED for r in jobs(slurm_cluster, array)), 600,
+               f"the jobs of array {array} to end")  # their results come back before that
     records = jobs(slurm_cluster, array)
     assert sorted(r["ArrayTaskId"] for r in records) == ["0", "1"]
     assert {(r["JobState"], r["Restarts"]) for r in records} == {("COMPLETED", "0")}
@@ -140,7 +142,7 @@ def test_usr2_mid_epoch_requeues_and_the_job_ends_as_an_uninterrupted_run(slurm_
         # Lightning's handler saves it, then requeues the job (SLURM ends this run: SIGTERM)
         wait_until((run / "hpc_ckpt_1.ckpt").exists, 120, "Lightning's hpc_ckpt_1.ckpt")
         finished(sweeping, log)
-    (record,) = jobs(slurm_cluster, job)
+    record = wait_ended(slurm_cluster, job)
     assert (record["JobState"], record["Restarts"]) == ("COMPLETED", "1")  # requeued once
     output = job_output(sweep, job)
     # The run that SLURM ended writes interrupted.ckpt after the hpc checkpoint (the same
@@ -164,7 +166,7 @@ def test_two_slurm_tasks_join_one_ddp_training_equal_to_a_local_two_process_run(
         finished(local, tmp_path / "local.log")
     assert done.returncode == 0, done.stderr[-3000:]
     (job,) = submitted(sweep)
-    record = wait_ended(slurm_cluster, job)  # the results come back before the job has ended
+    record = wait_ended(slurm_cluster, job)  # its results come back before it has ended
     assert (record["JobState"], record["NumTasks"]) == ("COMPLETED", "2")
     # SLURM started both processes, ranks 0 and 1 of two, which trained as one world
     for rank in (0, 1):
