@@ -30,7 +30,7 @@ table_run = dir=$(SWEEP_DIR)/$(1); $(PY) -m ftbnn_exp -m experiment=$(call rows,
 	trainer.max_epochs=$(or $(EPOCHS),$(2)) hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
 	$(call report_after,)
 
-.PHONY: help setup train test test-slow lint clean table1 ablation derived bench bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
+.PHONY: help setup train test test-slow test-slurm lint clean table1 ablation derived bench bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
 
 help: ## List the targets and their variables
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores)
 
 test-slow: $(STAMP) ## Run the tests marked slow
 	$(PY) -m pytest -q -m slow
+
+test-slurm: $(STAMP) ## Tests against a private one-node SLURM (needs slurm-wlm, munge; else skipped)
+	$(PY) -m pytest -q -m slurm
 
 fig2: $(STAMP) ## Fig. 2: 4 MNIST models × 5 seeds, discrepancy table and picture (MNIST_NPZ=path)
 	@overrides="$$($(PY) -m ftbnn_exp.data.mnist_source $(MNIST_NPZ))" || exit $$?; \

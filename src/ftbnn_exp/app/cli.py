@@ -88,6 +88,7 @@ def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    quiet()  # again: a job that a launcher such as SLURM runs elsewhere starts here, not in main
     hydra_cfg = HydraConfig.get()
     place = RunPlace(Path(hydra_cfg.runtime.output_dir),
                      hydra_cfg.runtime.choices.get("experiment"))

@@ -16,6 +16,10 @@ _NOTICES = (
     r".*'set_vital' is deprecated.*",
     # a resumed run writes into its own checkpoint folder by design
     r".*Checkpoint directory .* exists and is not empty.*",
+    # Lightning's SLURMEnvironment.detect() on a machine with SLURM's client tools (a login
+    # node, an salloc shell) when the run was not started by srun: our SLURM jobs are
+    # (hydra/launcher=slurm), and a run outside them is what the user asked for.
+    r"The `srun` command is available on your system but is not used\.",
 )
 
 
@@ -30,5 +34,7 @@ def quiet() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda",
                  # "weights_only was not set" on OnExceptionCheckpoint's save
-                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 # "SLURM auto-requeueing enabled" in every SLURM job (a failed requeue warns)
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
