@@ -1,5 +1,7 @@
 """``python -m ftbnn_exp``: compose the config, check it, run, print the last line.
 
+The job itself is :func:`ftbnn_exp.app.session.run_job`, the one the Python API runs.
+
 The only place that decides exit codes: 2 for a :class:`UserError` (one line on stderr, no
 traceback unless ``HYDRA_FULL_ERROR=1``), 143 for SIGTERM (state saved, the same command
 resumes). In a multirun a failed job, the user's error or a crash, is recorded (status failed
@@ -24,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size
 from ftbnn_exp.app.console import quiet
-from ftbnn_exp.app.multistep import run_multistep
-from ftbnn_exp.app.run import RunPlace, describe, record_failure, train_run
+from ftbnn_exp.app.run import RunPlace, describe, record_failure
+from ftbnn_exp.app.session import discard_failed, run_job
 from ftbnn_exp.app.storage import check_writable
 from ftbnn_exp.errors import UserError, one_line_message
 
@@ -71,13 +73,6 @@ def group_help(group: str) -> str:
 OmegaConf.register_new_resolver("ftbnn_exp.group", group_help, replace=True)
 
 
-def run_job(cfg: DictConfig, place: RunPlace) -> None:
-    if cfg.get("kd"):
-        run_multistep(cfg, place)
-    else:
-        train_run(cfg, place)
-
-
 def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
     """A job's error that is not the user's as a failed record in its ``metrics.json`` (a
     crash during training has written its own), and as one line."""
@@ -108,6 +103,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         if full_errors() or not (user or multirun):
             raise  # a single run's crash shows its traceback
         if not multirun:
+            if user:
+                discard_failed(place.run_dir)  # a config error leaves no folder behind
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         print(f"error: {place.run_dir}: {message}", file=sys.stderr)

@@ -16,6 +16,9 @@ _NOTICES = (
     r".*'set_vital' is deprecated.*",
     # a resumed run writes into its own checkpoint folder by design
     r".*Checkpoint directory .* exists and is not empty.*",
+    # Lightning's guess on a machine with SLURM installed; jobs go through
+    # hydra/launcher=slurm (README: SLURM), and a plain command on a login node is meant
+    r".*The `srun` command is available on your system but is not used.*",
 )
 
 

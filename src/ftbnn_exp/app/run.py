@@ -253,8 +253,9 @@ def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
     top1, top5 = final.get("test/top1"), final.get("test/top5")
     scores = ("not tested" if top1 is None else f"test top-1 {top1:.2f}%"
               + ("" if top5 is None else f"  top-5 {top5:.2f}%"))
-    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {result.get('epochs_run')} "
-            f"epochs] -> {run_dir / 'metrics.json'}")
+    epochs = result.get("epochs_run")
+    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {epochs} "
+            f"epoch{'' if epochs == 1 else 's'}] -> {run_dir / 'metrics.json'}")
 
 
 FINISHED = ("completed", "diverged")
