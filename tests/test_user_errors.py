@@ -141,8 +141,8 @@ def unreadable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     whom permissions do not hold)."""
     scandir = os.scandir
 
-    def refusing(path: os.PathLike | str = ".") -> object:
-        if Path(path) == folder:
+    def refusing(path: os.PathLike | str | int = ".") -> object:
+        if not isinstance(path, int) and Path(path) == folder:  # an int: an open folder's fd
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
 
@@ -215,7 +215,7 @@ def test_run_time_mistakes_are_one_line_exit_2(case, tmp_path, monkeypatch, caps
     args, message = RUN_CASES[case](tmp_path, monkeypatch)
     run_dir = tmp_path / "run"
     code, lines = run_main(monkeypatch, capsys, *args, *BRIEF, f"hydra.run.dir={run_dir}")
-    assert (code, len(lines)) == (2, 1), lines
+    assert (code, len(lines)) == (2, 1), "\n".join(lines)
     assert lines[0].startswith("error: ") and message in lines[0], lines
     assert not run_dir.exists()
 
