@@ -4,6 +4,7 @@ completion of experiment rows and part names, a run name per part choice."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -70,3 +71,34 @@ def test_another_part_gets_its_own_run_name():
         "baseline-relu_partial_fprelu-approxsign-xnor")
     assert compose_config(["model=bireal"]).run_name == "bireal"  # its own default scaling
     assert compose_config(["model=bireal", "model.scaling=none"]).run_name == "bireal-none"
+
+
+TINY = ["model=fig2", "model.kind=prelu", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=none",
+        "trainer.max_epochs=1"]
+
+
+def test_a_finished_run_keeps_only_its_weights_and_refuses_to_train_on(tmp_path):
+    import torch
+
+    from ftbnn_exp.app.run import RunPlace, train_run
+    from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
+
+    run_dir = tmp_path / "run"
+    first = train_run(compose_config([*TINY, "checkpoint.on_completion=weights"]),
+                      RunPlace(run_dir))
+    assert first["status"] == "completed" and first["checkpoints_at_completion"] == "weights"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert not {"optimizer_states", "loops"} & set(saved)
+    model_from_checkpoint(load_checkpoint(last))  # still a model for deploy, report, teacher
+    again = train_run(compose_config([*TINY, "checkpoint.on_completion=weights"]),
+                      RunPlace(run_dir))
+    assert again == first  # finished earlier: skipped, nothing to resume
+    longer = [*TINY[:-1], "trainer.max_epochs=2", "resume_changes=rescale"]
+    with pytest.raises(UserError, match=re.escape("finished with checkpoint.on_completion="
+                                                  "weights: its optimizer state is gone")):
+        train_run(compose_config(longer), RunPlace(run_dir))
+    gone = tmp_path / "gone"
+    train_run(compose_config([*TINY, "checkpoint.on_completion=none"]), RunPlace(gone))
+    assert not (gone / "checkpoints").exists()

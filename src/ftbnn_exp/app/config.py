@@ -114,6 +114,7 @@ _SCHEMA: dict[str, tuple[str | None, tuple[Any, ...] | None, bool, bool]] = {
     "checkpoint.every_n_steps": (INTEGER, None, True, True),
     "checkpoint.keep_last": (INTEGER, None, True, False),
     "checkpoint.best": (None, ("weights", "full", "none"), False, False),
+    "checkpoint.on_completion": (None, ("keep", "weights", "none"), False, False),
     "kd.attention_from": (None, ("teacher", "previous_stage"), False, False),
     "kd.distill_stage0": (BOOLEAN, None, False, False),
     "kd.teacher": (TEXT, None, False, False),
