@@ -51,14 +51,24 @@ CONF_DIR = Path(str(files("ftbnn_exp.conf")))
 """The package's configs, where this copy is installed (the repository's ``conf/`` in an
 editable install); a user's own configs come through ``hydra.searchpath``."""
 
-def unless_default(value: Any, default: Any) -> str:
-    """``${ftbnn_exp.unless:${model.binarizer},sign}`` in a model's ``label``: ``-<value>``
-    when it is not the option's default, so a run with another part gets its own run name
-    (and folder), and nothing otherwise."""
-    return "" if value == default or value is None else f"-{value}"
+CHOSEN_PARTS = ("binarizer", "scaling")
+"""Model keys that name a registered part, which a run name shows when not its option's."""
 
 
-OmegaConf.register_new_resolver("ftbnn_exp.unless", unless_default, replace=True)
+def part_suffix(model: DictConfig) -> str:
+    """``${ftbnn_exp.parts:${model}}`` in ``run_name``: ``-<part>`` for each part that differs
+    from its ``model=`` option's own (``baseline-relu_partial_fprelu-approxsign``), so a run
+    with another part gets its own name and folder. In the run name, not in ``model.label``:
+    the model section is run-shaping, and a finished sweep's runs must still match it."""
+    path = CONF_DIR / "model" / f"{model.get('name')}.yaml"
+    if not path.is_file():  # a plug-in's option: its own label says what it wants
+        return ""
+    own = OmegaConf.load(path)
+    return "".join(f"-{model[key]}" for key in CHOSEN_PARTS
+                   if key in model and key in own and model[key] != own[key])
+
+
+OmegaConf.register_new_resolver("ftbnn_exp.parts", part_suffix, replace=True)
 
 MODEL_META_KEYS = ("name", "label", "family", "scheduler")
 """Keys of a ``model=`` yaml that describe the option; every other key is a builder argument."""
