@@ -86,7 +86,7 @@ def row_line(row: str, runs: list[Run]) -> str:
     return f"| {row} | {top1} | {epochs} | {wall} |"
 
 
-def page(sweeps: Path, seeds: int) -> str:
+def page(sweeps: Path, seeds: int, note: str = "") -> str:
     lines = ["# Expected results on the embedded digits data", "",
              "What a fresh install should reproduce (`scikit-learn`'s 8×8 digits, 10 classes; "
              "chance 10 %). Test top-1 (%) of the last epoch's weights, mean ± sample std over "
@@ -95,7 +95,8 @@ def page(sweeps: Path, seeds: int) -> str:
              f"--seeds N` (this page: `--sweeps {sweeps}`).", "",
              f"Machine: {platform.processor() or platform.machine()}, "
              f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} "
-             "cores usable; wall times on a machine shared with other jobs run long.", ""]
+             "cores usable; wall times on a machine shared with other jobs run long.", "",
+             *([note, ""] if note else [])]
     for target, title in TARGETS.items():
         folder = sweeps / target
         lines += [f"## {title}", ""]
@@ -118,10 +119,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweeps", type=Path, default=Path("multirun/results"),
                         help="where the targets' sweeps go (default multirun/results)")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--note", default="", help="a paragraph on how this page was made "
+                        "(what was run, what was not)")
     args = parser.parse_args(argv)
     for target in args.run:
         subprocess.run(command(target, args.seeds, args.sweeps / target), check=False)
-    args.out.write_text(page(args.sweeps, args.seeds))
+    args.out.write_text(page(args.sweeps, args.seeds, args.note))
     print(f"written: {args.out}")
     return 0
 

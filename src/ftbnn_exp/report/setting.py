@@ -112,8 +112,9 @@ def row_flags(runs: Iterable[Run]) -> str:
 
 def caution(results: Mapping[str, list[Run]]) -> str | None:
     """A plain warning when the runs trained far shorter than the paper's, else None."""
-    runs = [run for seeds in results.values() for run in seeds]
-    epochs = [e for run in runs if (e := setting(run).epochs) is not None]
+    runs = [run for seeds in results.values() for run in seeds
+            if setting(run).epochs is not None]  # failed before training: nothing measured
+    epochs = [setting(run).epochs for run in runs]
     if not epochs or max(epochs) * SHORT > PAPER.epochs:
         return None
     ours = settings_text(runs) if len({setting(r) for r in runs}) <= 2 else "our data"

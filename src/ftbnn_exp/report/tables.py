@@ -173,7 +173,7 @@ def _setting_cells(seeds: RowSeeds) -> list[str]:
 
 def _titled(title: str, rows: dict[str, RowSeeds]) -> str:
     """The table's title with what it measured, ours and the paper's."""
-    ours = settings_text(run for seeds in rows.values() for run in seeds.runs)
+    ours = settings_text(run for seeds in rows.values() for run in seeds.done)
     return f"{title}; ours: {ours or 'no runs'}; the paper: {PAPER.text()}"
 
 
