@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ftbnn_exp.report.runs import Run, load_run, run_folders
+from ftbnn_exp.report.tables import outcome
 
 TARGETS = {
     "train": "baseline, 20 epochs (`make train`)",
@@ -72,10 +73,10 @@ def _wall(run: Run) -> float | None:
 
 def row_line(row: str, runs: list[Run]) -> str:
     """``| row | mean ± std (n) | epochs | wall s per run |``."""
-    done = [r for r in runs if r.status == "completed" and r.final("test/top1") is not None]
+    done = [r for r in runs if outcome(r) is None and r.final("test/top1") is not None]
     scores = [r.final("test/top1") for r in done]
-    if not scores:
-        top1 = ", ".join(sorted({r.status for r in runs}))
+    if not scores:  # failed, diverged, or a pipeline still at its teacher or an early stage
+        top1 = ", ".join(sorted({outcome(r) or r.status for r in runs}))
     elif len(scores) == 1:
         top1 = f"{scores[0]:.1f} (1 seed)"
     else:
