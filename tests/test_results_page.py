@@ -31,5 +31,5 @@ def test_the_page_has_each_rows_spread_and_names_what_was_not_run(tmp_path):
     assert "| baseline-relu_partial_fprelu | 98.0 ± 1.0 (3) | 20 | 62 |" in text
     assert "| prelu | 90.0 (1 seed) | 8 | 30 |" in text
     assert "| relu | diverged (epoch 3) | ? | ? |" in text
-    assert "python -m benchmarks.results --run table1 --seeds 3" in text
+    assert "python -m benchmarks.results --run table4 --seeds 3" in text
     assert command("table3", 2, tmp_path / "table3")[-2:] == ["SEEDS=2", f"SWEEP_DIR={tmp_path}"]
