@@ -44,7 +44,9 @@ def command(target: str, seeds: int, folder: Path) -> list[str]:
 
 
 def row_name(run: Run) -> str:
-    return run.row or str(run.metrics.get("run_name") or run.path.name)
+    experiment = run.metrics.get("experiment") or ""  # a pipeline's record has no row
+    return run.row or experiment.rpartition("/")[2] or str(run.metrics.get("run_name")
+                                                           or run.path.name)
 
 
 def rows(folder: Path) -> dict[str, list[Run]]:
