@@ -12,6 +12,9 @@ EPOCHS ?=
 SEEDS ?=
 MNIST_NPZ ?=
 SWEEP_DIR ?= multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
+# KEEP=weights: each finished run keeps model + metadata only (~1/3 of the disk; cannot be
+# extended); KEEP=none: no checkpoints (checkpoint.on_completion)
+KEEP ?=
 rows = $(shell ls conf/experiment/$(1) | sed -e 's/\.yaml$$//' -e 's|^|$(1)/|' | paste -sd, -)
 # seed=1,...,N for N seeds; a one-line error for anything but a whole number from 1.
 seed_list = seed=$(if $(shell [ "$(1)" -ge 1 ] 2>/dev/null && echo y),$(shell seq -s, 1 $(1)),$\
@@ -27,7 +30,8 @@ report_after = status=$$?; if [ -d "$$dir" ]; then $(PY) -m ftbnn_exp.report $(1
 	and the same other variables: finished runs are skipped" >&2; exit $$status
 table_run = dir=$(SWEEP_DIR)/$(1); $(PY) -m ftbnn_exp -m experiment=$(call rows,$(1)) \
 	data=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(SEEDS),$(call seed_list,$(SEEDS))) \
-	trainer.max_epochs=$(or $(EPOCHS),$(2)) hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
+	trainer.max_epochs=$(or $(EPOCHS),$(2)) $(if $(KEEP),checkpoint.on_completion=$(KEEP)) \
+	hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
 	$(call report_after,)
 
 .PHONY: help setup train test test-slow test-slurm lint clean table1 ablation derived bench bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
@@ -39,7 +43,8 @@ help: ## List the targets and their variables
 	@echo "             3 for derived on the default data; 60 is the paper's), SEEDS (N: each row"
 	@echo "             with seeds 1..N, mean ± std in the report; unset: one run, the config's"
 	@echo "             seed), SWEEP_DIR (multirun/<time>; give the same one again to finish an"
-	@echo "             interrupted sweep or add seeds: finished runs are skipped)"
+	@echo "             interrupted sweep or add seeds: finished runs are skipped), KEEP (weights:"
+	@echo "             finished runs keep model + metadata only; none: no checkpoints)"
 	@echo "             fig2: MNIST_NPZ (a Keras-style mnist.npz; else torchvision, else digits),"
 	@echo "             SEEDS (5), EPOCHS, SWEEP_DIR as above"
 

@@ -48,7 +48,7 @@ def test_paper_schedule_follows_the_model():
     (["model=bar"], "model=bar is not an option; allowed: baseline, bireal, derived"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be an integer"),
     (["nonlinearity.elsewhere=tanh"], "allowed: fprelu, hardtanh, identity, prelu, relu"),
-    (["foo=1"], "Could not override 'foo'"),
+    (["foo=1"], "foo is not a config key"),
     (["data=mnist", "data.root=???"], "data.root is required"),
     (["depth=0"], "depth=0 must be positive"),
     (["nonlinearity=none,bogus"], "nonlinearity=bogus is not an option"),

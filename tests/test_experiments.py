@@ -154,7 +154,7 @@ def test_a_rerun_into_the_same_sweep_folder_skips_finished_jobs(tmp_path):
     assert [line for line in again.stdout.splitlines() if "tiny-seed1" in line] == [
         f"[1/1] {done}",
         f"skipped, finished earlier: fig2-prelu: test top-1 {_top1(done)}  "
-        f"[completed, 1 epochs] -> {done / 'metrics.json'}"]
+        f"[completed, 1 epoch] -> {done / 'metrics.json'}"]
     assert _mtimes(done) == before  # not trained, not tested, nothing rewritten
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["tiny-seed1"]
 

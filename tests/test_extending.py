@@ -181,8 +181,10 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
 
 
+ENTRY_POINTS = ("__main__.py", "api.py")
+"""The commands and the Python API (api.py: the commands as functions, over app/)."""
 LIBRARY_FILES = [p for p in sorted(PACKAGE.rglob("*.py"))
-                 if (p.parts[len(PACKAGE.parts)] != "app" and p.name != "__main__.py")
+                 if (p.parts[len(PACKAGE.parts)] != "app" and p.name not in ENTRY_POINTS)
                  or p.parent.name in ("deploy", "report")]
 
 

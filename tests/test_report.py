@@ -42,7 +42,7 @@ def test_table3_report_beside_the_paper(tmp_path):
     lines = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()}
     assert lines["Baseline (partially ReLU & FPReLU in others)"] == (
         "| Baseline (partially ReLU & FPReLU in others) | baseline | 91.2 | 99.5 | 1 | n < 2 "
-        "| digits | 2 | 60.2 | 82.0 |")
+        "| digits | 2 | 60.2 | 82.0 | digits, 2 epochs |  |")
     assert "| diverged (epoch 3) | diverged (epoch 3) |" in lines[
         "All configured with ReLU (lr=0.00015)"]
     assert "| failed | failed |" in lines["All configured with PReLU"]
@@ -64,7 +64,7 @@ def test_table4_report_shows_complexity_and_scores(tmp_path):
     report = write_reports(tmp_path)
     row = next(line for line in report.splitlines() if line.startswith("| ~135 | 34 | 5 |"))
     assert row == ("| ~135 | 34 | 5 | 180 | 32.0 | 6564 | 2.64 | 134.5 | 97.0 | 95.0 | 94.0 "
-                   "| 1 | n < 2 | 31.5 | 6412 | 2.56 | 66.8 | 65.5 |")
+                   "| 1 | n < 2 | 31.5 | 6412 | 2.56 | 66.8 | 65.5 |  |  |")
     assert sum("| missing | missing | missing |" in line for line in report.splitlines()) == 19
 
 
@@ -216,7 +216,7 @@ def test_figure_rows_in_paper_order_with_distinct_styles_and_epoch_axes(tmp_path
     figure, axes = curves_figure(results, "Table 3", order)
     plt.close(figure)
     paper_order = ["bireal", "none", "prelu", "relu", "relu_partial", "baseline", "resnet18_fp"]
-    legend = figure.legends[0]
+    legend = axes["accuracy"].get_legend()  # inside the panel, not beside the figure
     assert [text.get_text() for text in legend.get_texts()] == paper_order
     styles = [(tuple(h.get_color()), h.get_marker()) for h in legend.legend_handles]
     assert len(set(styles)) == len(styles) and "None" not in {m for _, m in styles}
@@ -240,7 +240,7 @@ def test_figure_rows_in_paper_order_with_distinct_styles_and_epoch_axes(tmp_path
     assert len(axes["paper"].patches) == 9
 
 
-def test_a_one_epoch_run_draws_a_visible_point_on_integer_epochs(tmp_path):
+def test_a_one_epoch_run_is_a_bar_with_its_seeds_dots(tmp_path):
     folder = tmp_path / "baseline-seed1"
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps({
@@ -250,11 +250,12 @@ def test_a_one_epoch_run_draws_a_visible_point_on_integer_epochs(tmp_path):
     results = table3(load_runs(tmp_path)).results
     figure, axes = curves_figure(results, "one epoch")
     plt.close(figure)
-    (line,) = axes["accuracy"].get_lines()
-    assert list(line.get_xdata()) == [1] and line.get_marker() not in ("None", "", None)
-    low, high = axes["accuracy"].get_xlim()
-    assert low == 0 and 1 < high <= 2
-    assert [int(t) for t in axes["accuracy"].get_xticks() if low <= t <= high] == [0, 1]
+    (dots,) = axes["accuracy"].get_lines()
+    assert list(dots.get_ydata()) == [40.0] and dots.get_marker() not in ("None", "", None)
+    (bar,) = axes["accuracy"].patches
+    assert bar.get_height() == 40.0
+    assert [t.get_text() for t in axes["accuracy"].get_xticklabels()] == ["baseline"]
+    assert axes["accuracy"].get_title() == "val top-1 after 1 epoch"  # one seed: no dots said
 
 
 def test_runs_without_a_logged_epoch_still_get_a_figure(tmp_path):
@@ -268,3 +269,51 @@ def test_runs_without_a_logged_epoch_still_get_a_figure(tmp_path):
     assert not figure.legends and not axes["accuracy"].get_lines()
     assert axes["accuracy"].get_xlim()[0] == 0
     assert "n/a" in axes["rank"].get_title()
+
+
+def _one_epoch_row(root: Path, row: str, top1: float, loss: float, kd: bool = False) -> None:
+    """A Table 1 row's job after one epoch on the digits: its record and its CSV curve."""
+    folder = root / f"{row}-seed1"
+    (folder / "csv" / "version_0").mkdir(parents=True)
+    config = {"seed": 1, "data": {"name": "digits"}, "kd": {"kd_weight": 1.0} if kd else None}
+    (folder / "metrics.json").write_text(json.dumps(
+        {"experiment": f"table1/{row}", "row": row, "seed": 1, "status": "completed",
+         "final": {"test/top1": top1}, "data": "digits", "epochs_run": 1, "config": config,
+         "model_spec": {"family": "ftbnn_resnet",
+                        "kwargs": {"num_classes": 10, "image_size": 8}}}))
+    (folder / "csv" / "version_0" / "metrics.csv").write_text(
+        f"epoch,step,train/loss,val/top1\n0,10,,{top1}\n0,10,{loss},\n")
+
+
+def test_a_one_epoch_table_says_what_it_measured_and_flags_what_says_nothing(tmp_path):
+    """Issue 36: the Table 1 report of a 1-epoch run names digits, 8 px and 1 epoch per row
+    and against the paper's, flags the rows at chance and a plain loss that blew up (not a
+    distillation row's large loss), and cautions under the rank agreement."""
+    for row, top1, loss, kd in (("bnn", 86.7, 1.2, False), ("bireal", 72.2, 1.1, False),
+                                ("ftbnn", 50.0, 58.0, False), ("real2bin", 14.1, 310.0, True),
+                                ("ftbnn_kd", 10.0, 290.0, True)):
+        _one_epoch_row(tmp_path, row, top1, loss, kd)
+    report = write_reports(tmp_path)
+    assert "ours: digits, 8 px, 1 epoch; the paper: ImageNet, 224 px, 60 epochs" in report
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")
+            for line in report.splitlines() if line.startswith("| ")}
+    assert rows["BNN"][-2:] == ["digits, 8 px, 1 epoch", " |"]
+    assert rows["FTBNN† (KD + MS)"][-1] == "at chance (top-1 10.0 %, 1/10 = 10.0 %) |"
+    assert rows["Real-to-Bin baseline"][-1] == "at chance (top-1 14.1 %, 1/10 = 10.0 %) |"
+    assert rows["FTBNN"][-1] == ("train loss 58 at its last epoch (a uniform guess: 2.30) |")
+    assert "**Caution:** these runs trained digits, 8 px, 1 epoch" in report
+    figure, axes = curves_figure(*_figure_inputs(tmp_path))
+    try:
+        assert axes["loss"].get_yscale() == "log"  # KD rows near 300 beside plain ones near 1
+        assert len(axes["accuracy"].patches) == 5  # a bar per row after one epoch
+        assert axes["accuracy"].get_legend() is not None and not figure.legends
+        assert "a line per seed" not in axes["accuracy"].get_title()
+    finally:
+        plt.close(figure)
+
+
+def _figure_inputs(root: Path) -> tuple:
+    from ftbnn_exp.report.tables import table1
+
+    table = table1(load_runs(root))
+    return table.results, table.title, ordering("table1", table.results, PAPER_TOP1["table1"])

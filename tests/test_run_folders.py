@@ -132,7 +132,7 @@ def test_a_rerun_of_a_finished_run_keeps_it_completed(tmp_path, capsys, monkeypa
     run_dir = tmp_path / "run"
     first = tiny_run(run_dir)
     again = tiny_run(run_dir)
-    assert "[completed, 1 epochs]" in capsys.readouterr().out.splitlines()[-1]
+    assert "[completed, 1 epoch]" in capsys.readouterr().out.splitlines()[-1]
     record = metrics(run_dir)
     assert record["status"] == again["status"] == "completed"
     assert record["final"] == first["final"] and "test/top1" in record["final"]

@@ -246,7 +246,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
                 logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
                 print(f"W&B: {reason}; logging offline under {run_dir}/wandb (upload later "
                       f"with `wandb sync {run_dir}/wandb/offline-run-*`)")
-        loggers.append(instantiate(logger_cfg, _convert_="all"))
+        logger = instantiate(logger_cfg, _convert_="all")
+        init = getattr(logger, "_wandb_init", {})
+        if init.get("anonymous", "unset") is None:
+            # Lightning always passes anonymous=None, which W&B now warns is deprecated
+            init.pop("anonymous")
+        loggers.append(logger)
     return loggers
 
 

@@ -1,5 +1,7 @@
 """``python -m ftbnn_exp``: compose the config, check it, run, print the last line.
 
+The job itself is :func:`ftbnn_exp.app.session.run_job`, the one the Python API runs.
+
 The only place that decides exit codes: 2 for a :class:`UserError` (one line on stderr, no
 traceback unless ``HYDRA_FULL_ERROR=1``), 143 for SIGTERM (state saved, the same command
 resumes). In a multirun a failed job, the user's error or a crash, is recorded (status failed
@@ -22,10 +24,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size
+from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size, top_level_keys
 from ftbnn_exp.app.console import quiet
-from ftbnn_exp.app.multistep import run_multistep
-from ftbnn_exp.app.run import RunPlace, describe, record_failure, train_run
+from ftbnn_exp.app.run import RunPlace, describe, record_failure
+from ftbnn_exp.app.session import discard_failed, run_job
 from ftbnn_exp.app.storage import check_writable
 from ftbnn_exp.errors import UserError, one_line_message
 
@@ -71,13 +73,6 @@ def group_help(group: str) -> str:
 OmegaConf.register_new_resolver("ftbnn_exp.group", group_help, replace=True)
 
 
-def run_job(cfg: DictConfig, place: RunPlace) -> None:
-    if cfg.get("kd"):
-        run_multistep(cfg, place)
-    else:
-        train_run(cfg, place)
-
-
 def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
     """A job's error that is not the user's as a failed record in its ``metrics.json`` (a
     crash during training has written its own), and as one line."""
@@ -109,6 +104,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         if full_errors() or not (user or multirun):
             raise  # a single run's crash shows its traceback
         if not multirun:
+            if user:
+                discard_failed(place.run_dir)  # a config error leaves no folder behind
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         print(f"error: {place.run_dir}: {message}", file=sys.stderr)
@@ -125,7 +122,47 @@ def output_root(overrides: list[str], multirun: bool) -> str:
     return folder.split("${", 1)[0] or "."
 
 
+COMPLETED_PARTS = {f"model.{kind}": kind for kind in ("binarizer", "scaling")}
+"""Keys whose values are registered parts (nn/parts.py), which Hydra cannot list."""
+
+
+def completions(word: str) -> list[str] | None:
+    """What tab completion offers for ``word`` where Hydra's own offers too little: options
+    below a group's subfolder (``experiment=table3/...``, each row) and the registered
+    part names (``model.binarizer=``); None: Hydra's answer."""
+    key, equals, partial = word.partition("=")
+    if not equals:
+        return None
+    if key in COMPLETED_PARTS:
+        from ftbnn_exp.nn.parts import PARTS
+
+        names = sorted(PARTS[COMPLETED_PARTS[key]])
+    elif key in top_level_keys() and any(d.is_dir() for d in (CONF_DIR / key).glob("*")):
+        folder = CONF_DIR / key
+        names = sorted(p.relative_to(folder).with_suffix("").as_posix()
+                       for p in folder.rglob("*.yaml"))
+    else:
+        return None
+    return [f"{key}={name}" for name in names if name.startswith(partial)]
+
+
+def complete_here() -> bool:
+    """Answer Hydra's bash completion query (``-sc query=bash``, the line in ``COMP_LINE``)
+    where :func:`completions` knows better; False: Hydra answers."""
+    if sys.argv[1:] not in (["-sc", "query=bash"], ["--shell-completion", "query=bash"]):
+        return False
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split(" ")
+    found = completions(words[-1]) if words else None
+    if found is None:
+        return False
+    print(" ".join(found))
+    return True
+
+
 def main() -> None:
+    if complete_here():
+        return
     quiet()
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
     # Other Hydra flags (--cfg job, --help, ...) take values or print instead of running.

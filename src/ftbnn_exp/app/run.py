@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from ftbnn_exp.artifacts import (
     load_checkpoint,
     model_from_checkpoint,
     model_weights,
+    write_atomic,
     write_json_atomic,
 )
 from ftbnn_exp.complexity import Complexity
@@ -241,10 +243,54 @@ def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
         say(f"skipped {len(skipped)} unreadable images, listed in "
             f"{prepared.datamodule.skipped_log}")
     record.info["final_fingerprint"] = fingerprint(prepared.model)
+    kept = cfg.checkpoint.get("on_completion", "keep")
+    finished = module.diverged_at_epoch is not None or not module.trainer.interrupted
+    if kept != "keep" and finished:
+        record.info["checkpoints_at_completion"] = kept
     record.write(module)
     result = record.payload(module)
+    if kept != "keep" and finished:
+        shrink_checkpoints(run_dir / "checkpoints", kept)
     say(result_line(cfg, result, run_dir))
     return result
+
+
+SPENT = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+"""What only training on needs; a finished run's ``checkpoint.on_completion=weights`` drops it."""
+
+
+def shrink_checkpoints(folder: Path, kept: str) -> None:
+    """A finished run's checkpoints as ``checkpoint.on_completion`` asks: ``weights``, each
+    file without what only training on needs (written whole: :func:`write_atomic`) and the
+    spent resume points (interrupted, periodic) removed; ``none``, the folder removed."""
+    if kept == "none":
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in sorted(folder.glob("*.ckpt")):
+        if path.stem not in ("last", "best"):
+            path.unlink(missing_ok=True)
+            continue
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if any(key in checkpoint for key in SPENT):
+            slim = {k: v for k, v in checkpoint.items() if k not in SPENT}
+            write_atomic(path, lambda stream, slim=slim: torch.save(slim, stream))
+
+
+def refuse_training_on(cfg: DictConfig, run_dir: Path) -> None:
+    """A run that finished with its training state dropped (``checkpoint.on_completion``)
+    cannot train on or be re-tested from it: one line, not a fresh start over its record."""
+    path = run_dir / "metrics.json"
+    if cfg.resume == "never" or not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return
+    kept = earlier.get("checkpoints_at_completion") if isinstance(earlier, dict) else None
+    if kept in ("weights", "none"):
+        raise UserError(f"{run_dir} finished with checkpoint.on_completion={kept}: its "
+                        f"optimizer state is gone, so it cannot train on or be re-tested; "
+                        f"start a new run folder (hydra.run.dir=...)")
 
 
 def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
@@ -253,8 +299,9 @@ def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
     top1, top5 = final.get("test/top1"), final.get("test/top5")
     scores = ("not tested" if top1 is None else f"test top-1 {top1:.2f}%"
               + ("" if top5 is None else f"  top-5 {top5:.2f}%"))
-    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {result.get('epochs_run')} "
-            f"epochs] -> {run_dir / 'metrics.json'}")
+    epochs = result.get("epochs_run")
+    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {epochs} "
+            f"epoch{'' if epochs == 1 else 's'}] -> {run_dir / 'metrics.json'}")
 
 
 FINISHED = ("completed", "diverged")
@@ -316,6 +363,7 @@ def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
         if earlier is not None:
             say("skipped, finished earlier: " + result_line(cfg, earlier, place.run_dir))
             return earlier
+        refuse_training_on(cfg, place.run_dir)
         return _train_owned(cfg, place, stage, init_from)
 
 

@@ -9,6 +9,7 @@ same target on that hardware.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,7 +90,10 @@ def _quadratic_guess(points: list[tuple[int, float]], target: float) -> float:
     c = y0 - a * x0 * x0 - b * x0
     if abs(a) < 1e-12:
         return (target - c) / b
-    return (-b + ((b * b - 4 * a * (c - target)) ** 0.5)) / (2 * a)
+    discriminant = b * b - 4 * a * (c - target)
+    if discriminant < 0:  # a target below the curve's reach (a tiny budget): its lowest point
+        return -b / (2 * a)
+    return (-b + discriminant ** 0.5) / (2 * a)
 
 
 def _width_guess(candidates: list[int], budget: Callable[[int], float], target: float) -> float:
@@ -133,10 +137,12 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
                               f"groups up to {MAX_WIDTH}")
     smallest = budget(0)
     if smallest - target > TOLERANCE * target:
+        # the smallest target that width still meets, rounded up: the value stated is taken
+        lowest = math.ceil(smallest / (1 + TOLERANCE) / 1e5) / 10
         raise InvalidArgument(
-            f"budget={budget_m:g} is below the smallest derived model at {shape} (width="
-            f"{candidates[0]}: {smallest / 1e6:.1f}M); allowed: budget >= "
-            f"{smallest / (1 + TOLERANCE) / 1e6:.1f}")
+            f"budget={budget_m:g} is below the smallest derived model at {shape}: width="
+            f"{candidates[0]} measures {smallest / 1e6:.1f}M, and a width is taken within "
+            f"{TOLERANCE:.0%} of its budget; allowed: budget >= {lowest:g}")
     guess = _width_guess(candidates, budget, target)
     too_wide = InvalidArgument(f"budget={budget_m:g} needs a width beyond {MAX_WIDTH} at "
                                f"{shape}; allowed: a smaller budget")

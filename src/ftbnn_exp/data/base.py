@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Subset
 
 from ftbnn_exp.data.loading import EpochLoader, EpochSampler, SeededSamples
 from ftbnn_exp.data.registry import register_data_class
+from ftbnn_exp.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,13 @@ class ClassificationDataModule(L.LightningDataModule):
         standardised 0–16 counts). A distillation teacher trained on other inputs is fed
         through it (:class:`~ftbnn_exp.training.distillation.TeacherInput`)."""
         return None
+
+    def image_transform(self, channels: int) -> Callable[[Any], torch.Tensor]:
+        """What turns one image (PIL) into the tensor a model of this data takes, as the test
+        split is prepared: for ``deploy predict`` on image files. Data without image files of
+        their own (synthetic tensors) have none."""
+        raise UserError(f"data={self.name or type(self).__name__} has no image files; "
+                        f"predict on tensors instead")
 
     def _loader(self, dataset: Dataset | Subset | None, shuffle: bool) -> EpochLoader:
         """A resumable loader (see :mod:`ftbnn_exp.data.loading`) whose order starts at the

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
@@ -25,6 +29,20 @@ class DigitsDataModule(ClassificationDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 
+    def image_transform(self, channels: int) -> Callable[[Image.Image], torch.Tensor]:
+        """A picture of a digit as the data hold one: grayscale, ink bright (as scikit-learn's
+        0–16 counts; a dark-ink scan is inverted first: ``ImageOps.invert``), 8×8, 0–255 read
+        as 0–16, then standardised with the train split's statistics."""
+        self.setup()
+        mean, std = self.pixel_stats
+
+        def transform(image: Image.Image) -> torch.Tensor:
+            small = image.convert("L").resize((8, 8), Image.Resampling.BILINEAR)
+            counts = torch.as_tensor(np.array(small), dtype=torch.float32) * 16 / 255
+            return ((counts.round() - mean) / std).view(1, 8, 8)
+
+        return transform
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
@@ -36,6 +54,7 @@ class DigitsDataModule(ClassificationDataModule):
             x_rest, y_rest, test_size=self.test_fraction / holdout, stratify=y_rest,
             random_state=self.split_seed)
         mean, std = float(x_train.mean()), float(x_train.std())
+        self.pixel_stats = (mean, std)
 
         def tensors(x, y) -> TensorDataset:
             pixels = torch.as_tensor(x, dtype=torch.float32).view(-1, 1, 8, 8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,13 @@ class FolderDataModule(ClassificationDataModule):
                           self.eval_resize))
         return CheckedImageFolder(Path(self.root) / split, transform, spec.in_channels,
                                   self.skipped_log, self.classes)
+
+    def image_transform(self, channels: int) -> Callable[[Image.Image], torch.Tensor]:
+        """The evaluation transform (resize, centre crop, normalise) of a ``channels`` image."""
+        mode = "L" if channels == 1 else "RGB"
+        evaluate = self.augment.eval(self.image_size, channels, self.normalization,
+                                     self.eval_resize)
+        return lambda image: evaluate(image.convert(mode))
 
     def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         mean, std = self.normalization.values(self.spec.in_channels, self.augment.divide_std)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,13 @@ class MNISTDataModule(ClassificationDataModule):
 
     def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return (MNIST_MEAN,), (MNIST_STD,)
+
+    def image_transform(self, channels: int) -> Callable[[Any], torch.Tensor]:
+        """Grayscale, 28×28, [0, 1], MNIST's normalisation (white digit on black, as MNIST)."""
+        steps = v2.Compose([v2.Grayscale(), v2.Resize((28, 28), antialias=True), v2.ToImage(),
+                            v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+        return steps
 
     def _splits(self) -> tuple[Dataset, Dataset]:
         if self.npz_path:

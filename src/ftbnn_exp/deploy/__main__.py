@@ -1,18 +1,19 @@
-"""``python -m ftbnn_exp.deploy export <checkpoint> <out>`` | ``verify`` | ``bench`` | ``rate``.
+"""``python -m ftbnn_exp.deploy`` ``export`` | ``predict`` | ``verify`` | ``bench`` | ``rate``.
 
 ``export`` writes the inference model (1-bit packed binary convs, folded BN) and prints its size
-beside the checkpoint's. ``verify`` checks, on the run's own test data, that every binary conv
-computed with bit operations equals PyTorch's exactly and that the exported model predicts the
-same top-1; it prints a table and exits with 1 if anything differs. ``bench`` times the export
-on the C++ kernels against the PyTorch model on this machine, at 1 thread and at all cores
-(``--threads``), and where the export's time goes by layer type. ``rate`` measures how many
-binary multiply-adds cost one fp32 multiply-add on this CPU, per layer kind, beside the paper's
-64 (:mod:`ftbnn_exp.deploy.rate`).
+beside the checkpoint's. ``predict`` prints the class of an image file, or of each image under a
+folder, prepared as the model's test split was. ``verify`` checks, on the run's own test data,
+that every binary conv computed with bit operations equals PyTorch's exactly and that the
+exported model predicts the same top-1; it prints a table and exits with 1 if anything differs.
+``bench`` times the export on the C++ kernels against the PyTorch model on this machine, at 1
+thread and at all cores (``--threads``), and where the export's time goes by layer type.
+``rate`` measures how many binary multiply-adds cost one fp32 multiply-add on this CPU, per
+layer kind, beside the paper's 64 (:mod:`ftbnn_exp.deploy.rate`).
 
 A deployed model shares its machine, so this command sets ``OMP_WAIT_POLICY=PASSIVE`` (unless
-the environment sets it) before torch starts OpenMP: with OpenMP's default, threads spin
-between PyTorch's parallel operators, and beside one busy process all cores ran 6-7× slower
-than one thread; passive, they sleep. A service that embeds the runner sets it the same way.
+the environment sets it) before torch starts OpenMP: with OpenMP's default, threads spin between
+PyTorch's parallel operators, and beside one busy process all cores ran 6-7× slower than one
+thread; passive, they sleep. A service that embeds the runner sets it the same way.
 """
 
 # the environment is set before anything imports torch (E402 is not selected here)
@@ -35,6 +36,7 @@ from ftbnn_exp.deploy.export import (
     describe_sizes,
     export,
     load_export,
+    read_export,
     verify,
     verify_table,
 )
@@ -51,10 +53,17 @@ def _parser() -> argparse.ArgumentParser:
                         help=plugin_help)
     commands = parser.add_subparsers(dest="command", required=True)
     exporting = commands.add_parser("export", help="checkpoint -> packed inference model")
-    exporting.add_argument("checkpoint")
-    exporting.add_argument("out")
+    exporting.add_argument("checkpoint", help="a run's checkpoints/last.ckpt or best.ckpt")
+    exporting.add_argument("out", help="the file to write (e.g. model.ftbnn; its folder must "
+                           "exist): 1-bit packed binary convs, folded BN, the model's spec")
+    predicting = commands.add_parser("predict", help="class of an image file or of each image "
+                                     "under a folder, with an export")
+    predicting.add_argument("export", help="a file written by `deploy export`")
+    predicting.add_argument("images", help="an image file, or a folder searched recursively")
+    predicting.add_argument("--top", type=int, default=3,
+                            help="classes to print per image (default 3)")
     checking = commands.add_parser("verify", help="bit-op exactness on the run's test data")
-    checking.add_argument("checkpoint")
+    checking.add_argument("checkpoint", help="a run's checkpoints/last.ckpt or best.ckpt")
     checking.add_argument("--batches", type=int, default=None,
                           help="test batches to use (default: the whole test split)")
     checking.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
@@ -65,11 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--stem", choices=fast.STEM_PRECISIONS, default="fp32",
                              help="the fused runners' stem: fp32 (exact, default) or bf16 "
                                   "(opt-in, faster, not bit-exact)")
-    timing.add_argument("checkpoint")
-    for command in (exporting, checking, timing):  # before or after the command's name
+    timing.add_argument("checkpoint", help="a run's checkpoints/last.ckpt or best.ckpt")
+    for command in (exporting, predicting, checking, timing):  # before or after its name
         command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                              dest="command_plugin", help=plugin_help)
-    timing.add_argument("--repeats", type=int, default=30)
+    timing.add_argument("--repeats", type=int, default=30,
+                        help="timed rounds per thread count (default 30)")
+    timing.add_argument("--image-size", type=int, default=None,
+                        help="input side in pixels (default: the run's data size)")
     timing.add_argument("--loaded", action="store_true",
                         help="time the export again beside one busy process (a shared machine)")
     timing.add_argument("--threads", type=int, nargs="*", default=None,
@@ -108,7 +120,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise UserError(f"--threads {threads}: thread counts must be positive")
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: give at least 1 round")
-    x = torch.randn(1, spec.in_channels, spec.image_size, spec.image_size)
+    side = args.image_size or spec.image_size
+    if side < 1:
+        raise UserError(f"--image-size {side}: give a positive number of pixels")
+    x = torch.randn(1, spec.in_channels, side, side)
     with torch.no_grad():
         if args.stem == "fp32" and not torch.equal(runner(x), inference(x)):
             raise UserError(f"deploy bench: the {how} runner's logits differ from the reference "
@@ -120,7 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
             torch.set_num_threads(count)
             pytorch = spread_ms(partial(model, x), args.repeats)
             ours = spread_ms(partial(runner, x), args.repeats)
-            print(f"{metadata['run_name']} at {spec.image_size} px, batch 1, {count} thread(s), "
+            print(f"{metadata['run_name']} at {side} px, batch 1, {count} thread(s), "
                   f"{args.repeats} rounds: PyTorch fp32 {pytorch}, export {ours}, "
                   f"{pytorch.median / ours.median:.2f}× (medians)")
             print(f"  export by layer type: {describe(breakdown(runner, x))}")
@@ -144,12 +159,26 @@ def _rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    """One line per image: its class and probability, then the runners-up."""
+    from ftbnn_exp.deploy.predict import predict_files
+
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: give at least 1 class")
+    model, metadata = read_export(args.export)
+    for prediction in predict_files(model, metadata, args.images, args.top):
+        print(prediction.line())
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     plugins.load(args.plugin + args.command_plugin)
     if args.command == "rate":
         return _rate(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "export":
         print(describe_sizes(export(args.checkpoint, args.out)))
         print(f"written: {args.out}")

@@ -56,6 +56,11 @@ int64 words): the bound that refuses a forged export's spec before it is built."
 def load_export(path: str | Path) -> nn.Module:
     """An export of :func:`export`, rebuilt from its spec (registered names only; nothing in
     the file is imported or called) and its packed weights; one line for a bad file."""
+    return read_export(path)[0]
+
+
+def read_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_export`'s model and the export's metadata (spec, data config, run)."""
     file = Path(path)
     try:
         exported = torch.load(file, map_location="cpu", weights_only=True)
@@ -76,7 +81,7 @@ def load_export(path: str | Path) -> nn.Module:
                         f"more than its {stored} stored values can hold")
     inference = to_inference(model_from_metadata(metadata))
     load_weights_exactly(inference, exported["state_dict"], metadata["source"])
-    return inference.eval()
+    return inference.eval(), metadata
 
 
 def sizes(model: nn.Module, inference: nn.Module, checkpoint: Path,

@@ -21,6 +21,7 @@ from scipy import stats
 from ftbnn_exp.paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4
 from ftbnn_exp.report.runs import Run
 from ftbnn_exp.report.seeds import Spread
+from ftbnn_exp.report.setting import caution
 from ftbnn_exp.report.tables import outcome
 
 BASELINE_ROW = {"table1": "ftbnn", "table3": "baseline", "table4": None}
@@ -56,6 +57,8 @@ class Ordering:
     paper: Mapping[str, float]
     baseline: str | None
     paper_label: str = "paper top-1 (ImageNet)"
+    caution: str | None = None
+    """Said under the rank agreement when the runs are far shorter than the paper's."""
 
     @property
     def paired(self) -> list[str]:
@@ -99,7 +102,7 @@ class Ordering:
                  f"{self.summary()}: the rank correlation of our mean test top-1 with the "
                  f"{self.paper_label} over the rows with both (scipy.stats.spearmanr; 1: the "
                  "same ordering, -1: the reverse; p from its t-approximation, rough at few "
-                 f"rows). {gains}", "",
+                 f"rows). {gains}", "", *([self.caution, ""] if self.caution else []),
                  f"| row | ours top-1 | {self.paper_label} | ours gain | paper gain |",
                  "|---|---|---|---|---|"]
         for row in self.rows:
@@ -119,4 +122,4 @@ def ordering(table: str, results: Mapping[str, list[Run]],
     """``table``'s :class:`Ordering` from its rows' result runs and the paper's top-1."""
     ours = {row: value for row, runs in results.items() if (value := our_top1(runs)) is not None}
     return Ordering(tuple(ROW_ORDER[table]), ours, dict(paper_top1), BASELINE_ROW[table],
-                    PAPER_LABEL[table])
+                    PAPER_LABEL[table], caution(results))

@@ -16,6 +16,7 @@ from ftbnn_exp.nn import part
 from ftbnn_exp.paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4, STRATEGIES
 from ftbnn_exp.report.runs import Run, by_row_and_seed
 from ftbnn_exp.report.seeds import Spread, unresolved
+from ftbnn_exp.report.setting import PAPER, row_flags, settings_text
 
 PROTOCOL = ("Evaluation protocol: each run is scored once, by the test top-1 of its weights "
             "after the final epoch (`test_weights=last`), on the whole test split; nothing is "
@@ -23,7 +24,9 @@ PROTOCOL = ("Evaluation protocol: each run is scored once, by the test top-1 of 
             "recorded, so it is not shown. Each row gives mean ± std (sample std) and n over "
             "its seeds that completed; a seed that did not (failed, diverged, unfinished) is "
             "named beside n and left out of the mean. Runs scored otherwise are listed under "
-            "their table.")
+            "their table. *our setting* is each row's data, input size and epochs (the paper: "
+            f"{PAPER.text()}); *flags* marks a row at chance (top-1 at most 1.5 × 1/classes) "
+            "or whose training loss blew up: its number says nothing about its method.")
 
 
 @dataclass
@@ -160,6 +163,20 @@ def _rows(runs: list[Run], table: str, keys: list[str]) -> tuple[dict[str, RowSe
     return rows, unresolved({key: row.spread("test/top1") for key, row in rows.items()})
 
 
+SETTING_COLUMNS = [f"our setting (paper: {PAPER.text()})", "flags"]
+
+
+def _setting_cells(seeds: RowSeeds) -> list[str]:
+    """A row's data, input size and epochs, and its flags (report/setting.py)."""
+    return [settings_text(seeds.runs), row_flags(seeds.runs)]
+
+
+def _titled(title: str, rows: dict[str, RowSeeds]) -> str:
+    """The table's title with what it measured, ours and the paper's."""
+    ours = settings_text(run for seeds in rows.values() for run in seeds.done)
+    return f"{title}; ours: {ours or 'no runs'}; the paper: {PAPER.text()}"
+
+
 def _results(rows: dict[str, RowSeeds]) -> dict[str, list[Run]]:
     return {key: row.runs for key, row in rows.items() if row.runs}
 
@@ -228,14 +245,15 @@ def table1(runs: list[Run]) -> ReportTable:
         budget = f"~{paper.budget_m:g}" if paper.budget_m else "n/a"
         top1 = seeds.cell("test/top1") if paper.configured else "not configured"
         rows.append([paper.description, *used, top1, seeds.count(), marks[paper.row], *counts,
-                     budget, *reference])
+                     budget, *reference, *_setting_cells(seeds)])
     header = ["method", *STRATEGIES, "ours top-1", "n", "not resolved from", "FLOPs (M)",
               "BOPs (M)", "Params (M)", "budget (M)", "paper budget (M, Table 4 right)",
-              *(f"paper {s}" for s in STRATEGIES), "paper top-1 (ImageNet)"]
-    return ReportTable("Table 1: methods on the ResNet-18 skeleton (ours vs the paper's, in "
-                       "the paper's order, then Real-to-Bin's full method and ReActNet's parts; "
-                       "strategy marks read off each run's config and parts; complexity at "
-                       "224 px, 1000 classes; budget = FLOPs + BOPs/64)", header, rows,
+              *(f"paper {s}" for s in STRATEGIES), "paper top-1 (ImageNet)", *SETTING_COLUMNS]
+    return ReportTable(_titled("Table 1: methods on the ResNet-18 skeleton (ours vs the "
+                               "paper's, in the paper's order, then Real-to-Bin's full method "
+                               "and ReActNet's parts; strategy marks read off each run's config "
+                               "and parts; complexity at 224 px, 1000 classes; budget = FLOPs + "
+                               "BOPs/64)", ours), header, rows,
                        _results(ours))
 
 
@@ -250,11 +268,11 @@ def table3(runs: list[Run]) -> ReportTable:
                                         seeds.done or seeds.runs))
         rows.append([paper.description, paper.row, seeds.cell("test/top1"),
                      seeds.cell("test/top5"), seeds.count(), marks[paper.row], data, epochs,
-                     f"{paper.top1}", f"{paper.top5}"])
+                     f"{paper.top1}", f"{paper.top5}", *_setting_cells(seeds)])
     header = ["model", "row", "ours top-1", "ours top-5", "n", "not resolved from", "our data",
-              "epochs", "paper top-1 (ImageNet)", "paper top-5 (ImageNet)"]
-    return ReportTable("Table 3: ablation of the FTBNN baseline (ours vs the paper's)", header,
-                       rows, _results(ours))
+              "epochs", "paper top-1 (ImageNet)", "paper top-5 (ImageNet)", *SETTING_COLUMNS]
+    return ReportTable(_titled("Table 3: ablation of the FTBNN baseline (ours vs the paper's)",
+                               ours), header, rows, _results(ours))
 
 
 def table4(runs: list[Run]) -> ReportTable:
@@ -268,14 +286,16 @@ def table4(runs: list[Run]) -> ReportTable:
         rows.append([f"~{paper.budget}", str(paper.depth), str(paper.groups),
                      str(run.metrics.get("width", "")) if run else "", *counts, *scores,
                      seeds.count(), marks[paper.key], f"{paper.flops_m}", f"{paper.bops_m:g}",
-                     f"{paper.params_m}", f"{paper.top1_train}", f"{paper.top1_val}"])
+                     f"{paper.params_m}", f"{paper.top1_train}", f"{paper.top1_val}",
+                     *_setting_cells(seeds)])
     header = ["budget", "layers", "G", "width", "FLOPs (M)", "BOPs (M)", "Params (M)",
               "budget (M)", "train top-1", "val top-1", "test top-1", "n", "not resolved from",
               "paper FLOPs", "paper BOPs", "paper Params", "paper train top-1",
-              "paper val top-1"]
-    return ReportTable("Table 4 (left): derived models (ours vs the paper's; complexity at "
-                       "224 px, 1000 classes; *not resolved from* names rows by their "
-                       "b<budget>_l<layers>_g<G>)", header, rows, _results(ours))
+              "paper val top-1", *SETTING_COLUMNS]
+    return ReportTable(_titled("Table 4 (left): derived models (ours vs the paper's; "
+                               "complexity at 224 px, 1000 classes; *not resolved from* names "
+                               "rows by their b<budget>_l<layers>_g<G>)", ours), header, rows,
+                       _results(ours))
 
 
 BUILDERS = {"table1": table1, "table3": table3, "table4": table4}

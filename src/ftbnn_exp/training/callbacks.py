@@ -191,8 +191,8 @@ class EpochLine(L.Callback):
         metrics = trainer.callback_metrics
         values = "  ".join(f"{key} {float(metrics[key]):.4g}" for key in self.shown
                            if key in metrics)
-        if values:
-            print(f"epoch {epoch}: {values}", flush=True)
+        if values:  # counted from 1, as the reports count them
+            print(f"epoch {epoch + 1}/{trainer.max_epochs}: {values}", flush=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch > 0:
