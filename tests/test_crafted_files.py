@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,13 +80,20 @@ def _craft(kind: str, marker: Path) -> object:
         metadata["model_spec"]["kwargs"]["width"] = 10**6
     elif kind == "forged_spec":
         metadata["model_spec"] = {"family": ["ftbnn_resnet"], "kwargs": "depth=18"}
+    elif kind == "expanded":  # a million classes from a one-element storage (issue 33)
+        classes = 10**6
+        metadata["model_spec"]["kwargs"]["num_classes"] = classes
+        checkpoint["state_dict"]["model.fc.weight"] = torch.zeros(1, 1).expand(classes, 2)
+        checkpoint["state_dict"]["model.fc.bias"] = torch.zeros(1).expand(classes)
+    elif kind == "global":  # a function, which torch refuses by its module
+        metadata["hook"] = os.system
     elif kind == "not_a_checkpoint":
         return [1, 2, 3]
     return checkpoint
 
 
 KINDS = ("pickle", "target", "target_old_format", "target_nested", "imports", "forged_shapes",
-         "forged_width", "forged_spec", "not_a_checkpoint")
+         "forged_width", "forged_spec", "expanded", "global", "not_a_checkpoint")
 
 
 def _as_export(obj: object) -> object:
@@ -190,6 +198,8 @@ def test_a_crafted_file_runs_nothing_and_is_one_line(reader, kind, planted, tmp_
     ("forged_shapes", "its weights do not fit the model its spec describes"),
     ("forged_width", "its weights do not fit the model its spec describes"),
     ("pickle", "cannot be read: UnpicklingError"),
+    ("global", "cannot be read: UnpicklingError: it holds pickled code, not loaded"),
+    ("expanded", "tensor 'state_dict.model.fc.weight' of shape [1000000, 2] is not stored whole"),
 ])
 def test_the_refusal_says_what_the_file_asks_for(kind, expected, planted, tmp_path, capsys):
     file = tmp_path / "crafted.ckpt"

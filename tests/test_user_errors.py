@@ -41,7 +41,7 @@ CONFIG_CASES = [
                                   "allowed here: auto, cpu"),
     (["trainer.accelerator=abacus"], "trainer.accelerator='abacus' is not allowed; allowed: "
                                      "auto, gpu, cpu, cuda"),
-    (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc' must be a number"),
+    (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc' must be a finite number"),
     (["trainer.devices=64"], "trainer.devices=64 does not fit this machine's 2 CPU cores "
                              "(trainer.accelerator=cpu); allowed: auto or 1 to 2"),
     (["trainer=ddp_cpu", "trainer.devices=3"], "trainer.devices=3 does not fit this "

@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,8 +42,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("ftbnn_exp"), dict)
             and isinstance(checkpoint.get("state_dict"), dict)):
         raise UserError(f"checkpoint '{file}' was not written by ftbnn_exp training")
+    check_tensors(checkpoint, f"checkpoint '{file}'")
     checkpoint["ftbnn_exp"] = {**checkpoint["ftbnn_exp"], "source": f"checkpoint '{file}'"}
     return checkpoint
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` covers its elements once each, in some dimension order (contiguous,
+    channels-last, a transpose): no stride 0 (``expand``), no overlap, no gaps."""
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(tensor.shape, tensor.stride(),
+                                                        strict=True) if n != 1),
+                               key=lambda pair: pair[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _tensors(value: Any, key: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from _tensors(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{key}[{index}]")
+
+
+def check_tensors(loaded: Any, source: str) -> None:
+    """Refuse a file whose tensors claim more than it holds: a tensor must be dense (no
+    ``expand``-ed stride 0, no overlap) and its storage as large as its shape needs. Shapes are
+    compared with the spec elsewhere (:func:`check_shapes`); this bounds the memory any reader
+    allocates by the file's real size (a one-element storage expanded to a million classes
+    passed the shape check and built a 5 GB model)."""
+    for key, tensor in _tensors(loaded, ""):
+        needed = (tensor.storage_offset() + tensor.numel()) * tensor.element_size()
+        if not _dense(tensor) or tensor.untyped_storage().nbytes() < needed:
+            raise UserError(f"{source}: tensor {key!r} of shape {list(tensor.shape)} is not "
+                            f"stored whole (expanded, overlapping or with a storage smaller "
+                            f"than its shape); allowed: dense tensors, as torch.save writes "
+                            f"a model's weights")
 
 
 def reason(error: BaseException) -> str:
@@ -52,6 +92,10 @@ def reason(error: BaseException) -> str:
     those with a bare key such as '101'), else the first line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     refused = next((line for line in lines if line.startswith("WeightsUnpickler error")), None)
+    if refused is None and lines and lines[0].startswith("Weights only load failed"):
+        # a global torch refuses outright (os.system, a blocked module): the line naming it
+        refused = next((line for line in lines if "GLOBAL" in line
+                        or line.startswith("Unsupported")), lines[0])
     if refused:
         return (f"UnpicklingError: it holds pickled code, not loaded "
                 f"({refused.split('. ')[0].removeprefix('WeightsUnpickler error: ')})")

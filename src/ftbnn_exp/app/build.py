@@ -32,6 +32,7 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from ftbnn_exp.app.config import RunSpecs
 from ftbnn_exp.artifacts import (
+    check_tensors,
     data_module,
     load_checkpoint,
     load_weights_exactly,
@@ -132,6 +133,7 @@ def build_teacher(cfg: DictConfig, data: DataSpec) -> tuple[nn.Module, Normaliza
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(f"kd.teacher={source} cannot be read: {reason(error)}") from None
+    check_tensors(checkpoint, f"kd.teacher={source}")
     if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
         checkpoint = load_checkpoint(path)
         return model_from_checkpoint(checkpoint), _trained_on(checkpoint["ftbnn_exp"])
