@@ -234,6 +234,91 @@ def check_shapes(metadata: Mapping[str, Any], weights: Mapping[str, Any]) -> Non
                         f"shape, e.g. {wrong[0]!r})")
 
 
+MAX_DATA_BYTES = 16 * 2**20
+"""The largest ``metrics.json`` or stored config read (a 1,000-epoch history is about 1 MB)."""
+MAX_DEPTH, MAX_VALUES, MAX_ALIASES = 64, 2**20, 64
+"""Nesting, values (aliases expanded) and YAML aliases a read file may hold: what training
+writes stays far below them (Hydra writes no aliases); a "billion laughs" file does not."""
+_LIMITS = (f"allowed: at most {MAX_DATA_BYTES // 2**20} MB, {MAX_DEPTH} levels, "
+           f"{MAX_VALUES} values and {MAX_ALIASES} YAML aliases")
+
+
+class _AliasCountingLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a file with more than :data:`MAX_ALIASES`."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+
+def _check_bounded(value: Any, name: str) -> None:
+    """Refuse data deeper than :data:`MAX_DEPTH` (a recursive alias is infinitely deep) or with
+    more than :data:`MAX_VALUES` values once its aliases are expanded, walking at most that
+    many: whatever reads it afterwards (a report's diff, a comparison) stays bounded too."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH or seen > MAX_VALUES:
+            raise UserError(f"{name} is nested deeper or holds more than a run's record or "
+                            f"config can; {_LIMITS}")
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for pair in item.items() for v in pair]
+        elif isinstance(item, list | tuple):
+            stack += [(v, depth + 1) for v in item]
+
+
+def _read_capped(file: Path, name: str) -> str:
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(MAX_DATA_BYTES + 1)
+    except OSError as error:
+        raise UserError(f"{name} cannot be read ({error.strerror})") from None
+    if len(data) > MAX_DATA_BYTES:
+        raise UserError(f"{name} is larger than a run's record or config can be; {_LIMITS}")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{name} is not UTF-8 text") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file written by training (``metrics.json``), read within :data:`MAX_DATA_BYTES`,
+    :data:`MAX_DEPTH` and :data:`MAX_VALUES`; a one-line :class:`UserError` naming it
+    otherwise."""
+    file = Path(path)
+    name = f"'{file}'"
+    text = _read_capped(file, name)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise UserError(f"{name} cannot be read as JSON: {detail}") from None
+    _check_bounded(value, name)
+    return value
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file on disk (Hydra's ``.hydra/config.yaml``) as plain data: safe (no tags, no
+    code), nothing resolved, and bounded as :func:`read_json` plus :data:`MAX_ALIASES`."""
+    file = Path(path)
+    name = f"'{file}'"
+    text = _read_capped(file, name)
+    try:
+        value = yaml.load(text, Loader=_AliasCountingLoader)  # a SafeLoader: no tags, no code
+    except (yaml.YAMLError, RecursionError) as error:
+        detail = ("nested too deeply" if isinstance(error, RecursionError)
+                  else " ".join(str(error).split())[:200])
+        raise UserError(f"{name} cannot be read as YAML: {detail}; {_LIMITS}") from None
+    _check_bounded(value, name)
+    return value
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe numbers: tensors to floats, non-finite floats to strings ("nan", "inf")."""
     if hasattr(value, "item") and callable(value.item):

@@ -8,7 +8,6 @@ what it does to the process.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from ftbnn_exp.artifacts import (
     load_checkpoint,
     model_from_checkpoint,
     model_weights,
+    read_json,
     write_json_atomic,
 )
 from ftbnn_exp.complexity import Complexity
@@ -275,8 +275,8 @@ def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if cfg.resume != "auto" or not path.is_file():
         return None
     try:
-        earlier = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        earlier = read_json(path)
+    except UserError:
         return None  # the run itself decides what a torn record means
     if not isinstance(earlier, dict) or earlier.get("status") not in FINISHED:
         return None
@@ -294,10 +294,10 @@ def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
     the refused attempt."""
     if path.is_file():
         try:
-            earlier = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            earlier = read_json(path)
+        except UserError:
             earlier = None
-        if earlier and earlier.get("history"):
+        if isinstance(earlier, dict) and earlier.get("history"):
             write_json_atomic(path, {**earlier, "last_attempt": {"error": message}})
             return
     write_json_atomic(path, {**info, "status": "failed", "error": message})

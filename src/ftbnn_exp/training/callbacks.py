@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ftbnn_exp.artifacts import write_json_atomic
+from ftbnn_exp.artifacts import read_json, write_json_atomic
+from ftbnn_exp.errors import UserError
 from ftbnn_exp.training.checkpoint_io import DiskFull, disk_full_named
 from ftbnn_exp.training.module import ClassificationModule
 
@@ -43,10 +43,18 @@ class RunRecord(L.Callback):
         self._earlier_seconds = 0.0  # wall time of the runs this one resumes
         if resuming and self.path.is_file():
             # The record on disk: kept if the resume fails early, and merged into the
-            # checkpoint's history for the epoch the checkpoint was taken in.
-            earlier = json.loads(self.path.read_text())
-            self.history = earlier.get("history", [])
-            self._earlier_seconds = float(earlier.get("wall_seconds") or 0.0)
+            # checkpoint's history for the epoch the checkpoint was taken in (an unreadable
+            # one is replaced: the checkpoint holds the history).
+            try:
+                earlier = read_json(self.path)
+            except UserError:
+                earlier = {}
+            earlier = earlier if isinstance(earlier, dict) else {}
+            history = earlier.get("history")
+            self.history = [row for row in history if isinstance(row, dict) and isinstance(
+                row.get("epoch"), int)] if isinstance(history, list) else []
+            seconds = earlier.get("wall_seconds")
+            self._earlier_seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
         self.status = "running"
         self.test: dict[str, float] = {}
         # The epoch whose batches ran last, and the lr each epoch trained with: both seen
