@@ -4,14 +4,20 @@ exit, and options that make no sense, each answered in one line naming the key o
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import torch
 
 from ftbnn_exp.app import config as app_config
-from ftbnn_exp.app.config import check_overrides
+from ftbnn_exp.app.config import check_overrides, compose_config
+from ftbnn_exp.app.run import RunPlace, fingerprint, train_run
+from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.__main__ import main as report_main
 from test_report_compare import CONFIG, _run
@@ -93,3 +99,88 @@ def test_hostile_deep_metrics_json_is_an_unreadable_run_not_a_traceback(payload,
     (bad / "metrics.json").write_text(payload)
     assert report_main([str(good), str(bad)]) == 0
     assert "unreadable" in capsys.readouterr().out
+
+
+TINY = ["model=fig2", "model.kind=prelu", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=none",
+        "trainer.deterministic=true", "trainer.max_epochs=1"]
+
+
+def tiny_run(run_dir: Path, *overrides: str) -> dict:
+    return train_run(compose_config([*TINY, *overrides]), RunPlace(run_dir))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run, copied by each test that changes it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert tiny_run(run_dir)["status"] == "completed"
+    return run_dir
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize(("override", "shown"), [
+    ("trainer.limit_train_batches=3", "trainer.limit_train_batches (2 -> 3)"),
+    ("data.val_fraction=0.2", "data.val_fraction (0.15 -> 0.2)"),
+    ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val (None -> 1.0)"),
+])
+def test_rerun_with_a_key_that_shaped_the_run_is_not_taken_as_finished(override, shown,
+                                                                       finished, tmp_path):
+    """The old rerun printed `skipped, finished earlier` and kept the 2-batch numbers as the
+    result of a run asked for with 3 batches (or another split, or clipping)."""
+    run_dir = _copy(finished, tmp_path)
+    before = (run_dir / "metrics.json").read_text()
+    with pytest.raises(UserError) as refused:
+        tiny_run(run_dir, override)
+    assert f"{shown} differ from the checkpoint's run" in str(refused.value)
+    kept = json.loads((run_dir / "metrics.json").read_text())
+    assert kept["status"] == "completed" and kept["history"] == json.loads(before)["history"]
+    assert shown.split(" ")[0] in kept["last_attempt"]["error"]  # nothing lost, noted
+
+
+def test_rerun_changing_only_where_it_logs_is_still_skipped(finished, tmp_path, capsys):
+    run_dir = _copy(finished, tmp_path)
+    before = (run_dir / "metrics.json").read_text()
+    tiny_run(run_dir, "data.num_workers=1", "checkpoint.keep_last=3")
+    assert "skipped, finished earlier" in capsys.readouterr().out
+    assert (run_dir / "metrics.json").read_text() == before
+
+
+def test_rerun_of_a_completed_record_without_its_checkpoints_trains_again(finished, tmp_path,
+                                                                         capsys):
+    run_dir = _copy(finished, tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    again = tiny_run(run_dir)
+    out = capsys.readouterr().out
+    assert "skipped, finished earlier" not in out
+    assert f"its checkpoints are gone from {run_dir / 'checkpoints'}" in out
+    assert again["status"] == "completed" and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert again["final"] == json.loads((finished / "metrics.json").read_text())["final"]
+
+
+def test_rerun_whose_checkpoints_hold_other_weights_is_retested(finished, tmp_path, capsys):
+    run_dir = _copy(finished, tmp_path)
+    for name in ("last.ckpt", "best.ckpt"):
+        path = run_dir / "checkpoints" / name
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["state_dict"]["model.fc.bias"] += 1.0
+        torch.save(checkpoint, path)
+    again = tiny_run(run_dir)
+    assert "do not hold the weights it recorded" in capsys.readouterr().out
+    tampered = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    assert again["final_fingerprint"] == fingerprint(tampered)  # tested with these weights
+    assert json.loads((run_dir / "metrics.json").read_text())["final_fingerprint"] == again[
+        "final_fingerprint"]
+
+
+def test_rerun_with_an_unresolvable_stored_config_is_not_a_traceback(finished, tmp_path):
+    run_dir = _copy(finished, tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    record["config"]["test_weights"] = "${no.such.key}"
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    assert tiny_run(run_dir)["status"] == "completed"  # not taken as finished: re-tested

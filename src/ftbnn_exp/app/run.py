@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from ftbnn_exp.app.build import (
 )
 from ftbnn_exp.app.config import RunSpecs, validate
 from ftbnn_exp.app.storage import (
-    changed_keys,
     check_free_space,
     check_resume_config,
     free_reserve,
@@ -91,12 +91,8 @@ def say(message: str) -> None:
 
 def fingerprint(model: nn.Module) -> str:
     """A short hash of a model's weights and buffers (shows which weights a stage started
-    from)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    from, and which a finished run was tested with: :func:`untrusted`)."""
+    return weights_fingerprint(model.state_dict())
 
 
 def load_weights(model: nn.Module, checkpoint_path: str | Path) -> None:
@@ -259,18 +255,59 @@ def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
 
 FINISHED = ("completed", "diverged")
 """Statuses of a run with nothing left to do: training ended and its result is recorded."""
-RERUN_KEYS = ("trainer.max_steps", "trainer.max_time", "trainer.limit_test_batches",
-              "trainer.fast_dev_run", "test_weights")
-"""Not run-shaping, but a rerun that changes them asks for more: training on to a new stop
-(the resume continues it) or another test score (the resume re-tests)."""
+NOT_SCORING = ("logger", "resume", "resume_changes", "checkpoint", "data.num_workers",
+               "trainer.log_every_n_steps")
+"""Keys that neither shape a run nor score it: where it logs, how it resumes, how often it
+checkpoints, how many workers read its data (each sample's draws come from (seed, epoch,
+index)). A rerun that changes any other key is not taken as finished (:func:`finished_earlier`):
+it resumes (training on, or re-testing) or is refused by the resume check naming the keys."""
+
+
+def _without(config: Any, keys: tuple[str, ...], prefix: str = "") -> Any:
+    """``config`` less the dotted ``keys``."""
+    if not isinstance(config, dict):
+        return config
+    return {k: _without(v, keys, f"{prefix}{k}.") for k, v in config.items()
+            if f"{prefix}{k}" not in keys}
+
+
+def weights_fingerprint(weights: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's tensors (:func:`fingerprint` of the model holding them)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(weights.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def untrusted(record: dict[str, Any], run_dir: Path) -> str | None:
+    """Why a finished record cannot stand for its run: its checkpoints are gone, or neither
+    ``last.ckpt`` nor ``best.ckpt`` holds the weights it recorded (``final_fingerprint``,
+    those it was tested with). None when one does."""
+    folder = run_dir / "checkpoints"
+    kept = [folder / name for name in ("last.ckpt", "best.ckpt") if (folder / name).is_file()]
+    if not kept:
+        return f"its checkpoints are gone from {folder}"
+    for path in kept:
+        try:
+            weights = model_weights(load_checkpoint(path))
+        except UserError:
+            continue
+        if weights and weights_fingerprint(weights) == record.get("final_fingerprint"):
+            return None
+    return (f"{' and '.join(p.name for p in kept)} do not hold the weights it recorded "
+            f"(final_fingerprint)")
 
 
 def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The record of a run that finished in ``run_dir`` with this run-shaping config, or None
-    when this run has to go ahead. So a rerun of a multirun into the same folder neither trains
-    nor tests its finished jobs again (resuming the last checkpoint would re-test it). Only
-    under ``resume=auto``: ``never`` or a path asks for training; a changed config goes on to
-    the resume check, which refuses it naming the keys, or resumes (:data:`RERUN_KEYS`)."""
+    """The record of a run that finished in ``run_dir`` with this config, or None when this
+    run has to go ahead. So a rerun of a multirun into the same folder neither trains nor tests
+    its finished jobs again (resuming the last checkpoint would re-test it). Only under
+    ``resume=auto``: ``never`` or a path asks for training. Every key but
+    :data:`NOT_SCORING` must be as recorded: a changed one goes on to the resume check, which
+    refuses run-shaping ones naming them, or resumes (another ``trainer.max_steps`` trains on,
+    another ``trainer.limit_test_batches`` re-tests). A record whose weights are not in its
+    checkpoints any more (deleted, replaced) is not trusted either."""
     path = run_dir / "metrics.json"
     if cfg.resume != "auto" or not path.is_file():
         return None
@@ -280,12 +317,14 @@ def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         return None  # the run itself decides what a torn record means
     if not isinstance(earlier, dict) or earlier.get("status") not in FINISHED:
         return None
-    saved = earlier.get("config") or {}
-    if changed_keys(saved, OmegaConf.to_container(cfg, resolve=True)):
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if _without(earlier.get("config"), NOT_SCORING) != _without(current, NOT_SCORING):
         return None
-    recorded = OmegaConf.create(saved)
-    same = all(OmegaConf.select(recorded, k) == OmegaConf.select(cfg, k) for k in RERUN_KEYS)
-    return earlier if same else None
+    problem = untrusted(earlier, run_dir)
+    if problem:
+        say(f"not skipped: {path} says {earlier['status']}, but {problem}; running it again")
+        return None
+    return earlier
 
 
 def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
