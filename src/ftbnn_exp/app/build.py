@@ -46,7 +46,7 @@ from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import ModelSpec, create, family, resnet_fp
 from ftbnn_exp.nn import BinaryConv2d
-from ftbnn_exp.training.callbacks import EpochLine, RngState
+from ftbnn_exp.training.callbacks import EpochLine, RedoInterruptedValidation, RngState
 from ftbnn_exp.training.checkpoint_io import AtomicCheckpointIO
 from ftbnn_exp.training.distillation import Normalization, teacher_input
 from ftbnn_exp.training.optim import OptimizerSpec
@@ -266,6 +266,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
         *periodic_checkpoints(cfg, checkpoints),
         RngState(),
+        RedoInterruptedValidation(),  # a validation cut short by SIGTERM runs again
         TrainingProgress(),  # parts that follow training progress (IR-Net's EDE)
         *extra,
         *(instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values()),

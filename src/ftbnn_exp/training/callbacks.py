@@ -165,6 +165,32 @@ class RunRecord(L.Callback):
         self._lrs = {int(k): v for k, v in state_dict.get("lrs", {}).items()}
 
 
+VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
+"""Where a Lightning checkpoint keeps the validation loop's batch counters (``loops.fit_loop``)."""
+
+
+class RedoInterruptedValidation(L.Callback):
+    """A checkpoint taken while a validation was under way (SIGTERM after an epoch's last
+    training batch: Lightning defers it to the validation that follows, which stops at its
+    next batch) resumes by running that validation again from its first batch. Lightning
+    itself takes such a checkpoint for one saved after the last batch, whose validation is to
+    be skipped: the epoch then had no ``val/top1`` and best-checkpoint selection missed it. The
+    batches already validated are not reused: their metric states are not in the checkpoint.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get(VAL_PROGRESS)
+        if not progress or progress.get("is_last_batch", True) or not progress["current"][
+                "completed"]:
+            return  # no validation was cut short
+        # Lightning's mark of a validation stopped within a batch (started, not processed):
+        # it goes back to it, and from a current count of 0 it starts at the first batch.
+        progress["current"] = dict.fromkeys(progress["current"], 0)
+        progress["total"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+        progress["is_last_batch"] = False
+
+
 class RngState(L.Callback):
     """Puts the RNG states of torch (CPU and CUDA), NumPy and Python in every checkpoint and
     restores them on resume, so a resumed run draws the same shuffles as an uninterrupted one.
