@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ftbnn_exp.app import config as app_config
 from ftbnn_exp.app.config import check_overrides, compose_config
 from ftbnn_exp.app.run import RunPlace, fingerprint, train_run
+from ftbnn_exp.app.storage import own_run_folder
 from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.__main__ import main as report_main
@@ -184,3 +188,32 @@ def test_rerun_with_an_unresolvable_stored_config_is_not_a_traceback(finished, t
     record["config"]["test_weights"] = "${no.such.key}"
     (run_dir / "metrics.json").write_text(json.dumps(record))
     assert tiny_run(run_dir)["status"] == "completed"  # not taken as finished: re-tested
+
+
+def ftbnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ftbnn_exp", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_hostile_second_run_leaves_the_owners_hydra_folder_untouched(tmp_path):
+    """Hydra wrote `.hydra/` before the lock refused the second run: the seed-1 run's folder
+    then said seed 2. Now the files are written once the run owns the folder."""
+    run_dir = tmp_path / "run"
+    owner = {name: f"owner's {name}\n" for name in ("config.yaml", "hydra.yaml",
+                                                    "overrides.yaml")}
+    (run_dir / ".hydra").mkdir(parents=True)
+    for name, text in owner.items():
+        (run_dir / ".hydra" / name).write_text(text)
+    with own_run_folder(run_dir):  # this test's process is the live owner
+        refused = ftbnn(*TINY, "seed=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert refused.returncode == 2 and "is in use by pid" in refused.stderr, refused.stderr
+    assert {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()} == owner
+    done = ftbnn(*TINY, "seed=2", f"hydra.run.dir={run_dir}", "hydra.output_subdir=described",
+                 cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    described = run_dir / "described"
+    assert {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()} == owner
+    assert yaml.safe_load((described / "config.yaml").read_text())["seed"] == 2
+    assert "seed=2" in yaml.safe_load((described / "overrides.yaml").read_text())
+    hydra = yaml.safe_load((described / "hydra.yaml").read_text())["hydra"]
+    assert hydra["output_subdir"] == "described" and hydra["run"]["dir"] == str(run_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,13 @@ from ftbnn_exp.training.module import ClassificationModule
 
 @dataclass(frozen=True)
 class RunPlace:
-    """Where a run writes and what it is called in reports."""
+    """Where a run writes and what it is called in reports. ``describe``, where given, writes
+    the folder's description (Hydra's ``.hydra/`` files): called once the run owns the folder
+    and goes ahead, so a refused run never rewrites its owner's."""
 
     run_dir: Path
     experiment: str | None = None
+    describe: Callable[[], None] | None = None
 
 
 @dataclass
@@ -367,6 +370,8 @@ def _train_owned(cfg: DictConfig, place: RunPlace, stage: int | None,
     except UserError as error:
         record_failure(run_dir / "metrics.json", info, one_line_message(error))
         raise
+    if place.describe is not None:
+        place.describe()
     if cfg.compile:
         prepared.model.compile()
     record = RunRecord(run_dir / "metrics.json", info, resuming=prepared.checkpoint is not None)
