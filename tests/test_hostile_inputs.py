@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from ftbnn_exp import plugins
 from ftbnn_exp.app import config as app_config
 from ftbnn_exp.app.config import check_overrides, compose_config
 from ftbnn_exp.app.run import RunPlace, fingerprint, train_run
@@ -217,3 +218,22 @@ def test_hostile_second_run_leaves_the_owners_hydra_folder_untouched(tmp_path):
     assert "seed=2" in yaml.safe_load((described / "overrides.yaml").read_text())
     hydra = yaml.safe_load((described / "hydra.yaml").read_text())["hydra"]
     assert hydra["output_subdir"] == "described" and hydra["run"]["dir"] == str(run_dir)
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ("raise RuntimeError('plug-in bug')", "raised while imported (RuntimeError: plug-in bug)"),
+    ("import sys\nsys.exit(0)", "called sys.exit(0) while imported"),
+])
+def test_hostile_plugin_that_raises_or_exits_is_one_line(body, said, tmp_path, monkeypatch,
+                                                          two_cores):
+    (tmp_path / "ftbnn_hostile_plugin.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ftbnn_hostile_plugin", raising=False)
+    with pytest.raises(UserError) as refused:
+        check_overrides(["plugins=[ftbnn_hostile_plugin]"])
+    assert str(refused.value).startswith("plugins: module 'ftbnn_hostile_plugin' ") and said in \
+        str(refused.value)
+    monkeypatch.delitem(sys.modules, "ftbnn_hostile_plugin", raising=False)
+    with pytest.raises(UserError) as refused:  # deploy's and report's --plugin
+        plugins.load(["ftbnn_hostile_plugin"])
+    assert "\n" not in str(refused.value)

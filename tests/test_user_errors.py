@@ -235,8 +235,8 @@ def test_a_multirun_goes_on_past_failed_jobs_and_exits_1(tmp_path, monkeypatch, 
     assert len([line for line in lines if line.startswith(f"error: {tmp_path}/")]) == 3, lines
     assert any("InstantiationException: Error locating target 'nowhere.Missing'" in line
                for line in lines), lines
-    assert lines[-1].startswith("error: 3 of 4 jobs failed (status failed in their "
-                                "metrics.json): ")
+    assert lines[-1].startswith("error: 3 of 4 jobs failed (each error above; a job refused "
+                                "before training keeps its earlier record and status): ")
 
 
 def test_too_many_devices_is_one_line_before_anything_starts(tmp_path):

@@ -193,9 +193,12 @@ def model_from_metadata(metadata: Mapping[str, Any]) -> nn.Module:
     try:
         return create(model_spec(metadata), source_of(metadata))
     except (TypeError, ValueError, RuntimeError) as error:
+        source = source_of(metadata)
         if isinstance(error, UserError):
-            raise
-        raise UserError(f"{source_of(metadata)}: its model spec does not build a model "
+            if source in str(error):
+                raise
+            raise UserError(f"{source}: {error}") from None  # e.g. an unknown family
+        raise UserError(f"{source}: its model spec does not build a model "
                         f"({reason(error)})") from None
 
 

@@ -43,7 +43,7 @@ from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solv
 from ftbnn_exp.complexity.counter import BOPS_PER_FLOP
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec, create, family, resnet_fp
 from ftbnn_exp.nn import BinaryConv2d
 from ftbnn_exp.training.callbacks import EpochLine, RedoInterruptedValidation, RngState
@@ -152,10 +152,16 @@ IMAGENET_NORMALIZATION: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _trained_on(metadata: dict[str, Any]) -> Normalization | None:
-    """The input normalisation of the data a checkpoint of this framework was trained on."""
+    """The input normalisation of the data a checkpoint of this framework was trained on; a
+    data config that names no registered data source is refused (its teacher would be fed
+    inputs normalised some other way, silently), one whose files are not here gives None."""
     try:
         return data_module(metadata).pixel_normalization()
-    except (UserError, OSError, ValueError):
+    except UserError as error:
+        raise UserError(f"kd.teacher: the normalisation its weights expect is unknown "
+                        f"({one_line_message(error)}); allowed: a checkpoint of this "
+                        f"framework whose data is a registered data source") from None
+    except (OSError, ValueError):
         return None
 
 

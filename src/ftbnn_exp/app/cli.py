@@ -186,6 +186,7 @@ def main() -> None:
     sys.argv = [sys.argv[0], *take_output_subdir(sys.argv[1:])]
     _hydra_main()
     if SWEEP.failed:
-        print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (status failed in their "
-              f"metrics.json): {', '.join(str(d) for d in SWEEP.failed)}", file=sys.stderr)
+        print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (each error above; a job "
+              f"refused before training keeps its earlier record and status): "
+              f"{', '.join(str(d) for d in SWEEP.failed)}", file=sys.stderr)
         sys.exit(1)
