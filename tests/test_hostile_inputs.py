@@ -237,3 +237,15 @@ def test_hostile_plugin_that_raises_or_exits_is_one_line(body, said, tmp_path, m
     with pytest.raises(UserError) as refused:  # deploy's and report's --plugin
         plugins.load(["ftbnn_hostile_plugin"])
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_hostile_seed_count_is_refused_by_make_in_one_line():
+    """``make ablation SEEDS=1000000`` failed with "Argument list too long" (or would start a
+    million jobs per row)."""
+    done = subprocess.run(["make", "-n", "-o", ".venv/.installed-stamp", "ablation",
+                           "SEEDS=1000000"], cwd=Path(__file__).parents[1], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
+        "SEEDS=1000000 is not a number of seeds; give a whole number from 1 to 1000, e.g. "
+        "SEEDS=3.  Stop."), done.stderr[-500:]
