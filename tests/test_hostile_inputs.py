@@ -4,6 +4,7 @@ exit, and options that make no sense, each answered in one line naming the key o
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import signal
@@ -249,3 +250,24 @@ def test_hostile_seed_count_is_refused_by_make_in_one_line():
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
         "SEEDS=1000000 is not a number of seeds; give a whole number from 1 to 1000, e.g. "
         "SEEDS=3.  Stop."), done.stderr[-500:]
+
+
+def test_rerun_on_a_still_full_disk_is_the_one_line_it_was(finished, tmp_path, monkeypatch):
+    """The free-space check refuses the rerun, and recording that refusal meets the full disk
+    too: the old run then ended in the OSError's traceback, not the line saying what to do."""
+    run_dir = _copy(finished, tmp_path)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    record["status"] = "interrupted"  # as a full disk leaves a run
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    before = (run_dir / "metrics.json").read_text()
+
+    def full(path: Path, payload: dict) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("ftbnn_exp.app.run.write_json_atomic", full)
+    monkeypatch.setattr("ftbnn_exp.app.storage.shutil.disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(UserError) as refused:
+        tiny_run(run_dir)
+    assert str(refused.value).startswith(f"only 0 MB free under {run_dir}")
+    assert (run_dir / "metrics.json").read_text() == before  # nothing lost

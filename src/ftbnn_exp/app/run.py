@@ -57,7 +57,7 @@ from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec
 from ftbnn_exp.nn import set_binarization
 from ftbnn_exp.training.callbacks import RunRecord
-from ftbnn_exp.training.checkpoint_io import DiskFull
+from ftbnn_exp.training.checkpoint_io import NO_SPACE, DiskFull
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationModule
 from ftbnn_exp.training.module import ClassificationModule
 
@@ -333,16 +333,21 @@ def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
     """A run that failed before training: a fresh folder records it as failed; the record of
     an earlier run in the folder (a refused resume) keeps its history and status and notes
-    the refused attempt."""
+    the refused attempt. On a full disk the record stays as it was (the write is atomic): the
+    error being recorded, often that very disk's, is what the user is told."""
+    payload = {**info, "status": "failed", "error": message}
     if path.is_file():
         try:
             earlier = read_json(path)
         except UserError:
             earlier = None
         if isinstance(earlier, dict) and earlier.get("history"):
-            write_json_atomic(path, {**earlier, "last_attempt": {"error": message}})
-            return
-    write_json_atomic(path, {**info, "status": "failed", "error": message})
+            payload = {**earlier, "last_attempt": {"error": message}}
+    try:
+        write_json_atomic(path, payload)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
 
 
 def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,

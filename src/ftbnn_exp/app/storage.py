@@ -188,9 +188,10 @@ def own_run_folder(run_dir: Path) -> Iterator[None]:
             print(f"run folder {run_dir}: taking over {LOCK} of pid {previous.get('pid')} on "
                   f"{previous.get('host')} (since {previous.get('started')}), which has ended",
                   flush=True)
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(_this_process()).encode(), 0)
-        os.fsync(handle)
+        with disk_full_named(lock):
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(_this_process()).encode(), 0)
+            os.fsync(handle)
     except BaseException:
         os.close(handle)
         raise
