@@ -177,7 +177,7 @@ def test_rerun_whose_checkpoints_hold_other_weights_is_retested(finished, tmp_pa
         checkpoint["state_dict"]["model.fc.bias"] += 1.0
         torch.save(checkpoint, path)
     again = tiny_run(run_dir)
-    assert "do not hold the weights it recorded" in capsys.readouterr().out
+    assert "last.ckpt does not hold the weights it recorded" in capsys.readouterr().out
     tampered = model_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     assert again["final_fingerprint"] == fingerprint(tampered)  # tested with these weights
     assert json.loads((run_dir / "metrics.json").read_text())["final_fingerprint"] == again[

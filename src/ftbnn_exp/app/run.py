@@ -284,22 +284,21 @@ def weights_fingerprint(weights: Mapping[str, torch.Tensor]) -> str:
 
 
 def untrusted(record: dict[str, Any], run_dir: Path) -> str | None:
-    """Why a finished record cannot stand for its run: its checkpoints are gone, or neither
-    ``last.ckpt`` nor ``best.ckpt`` holds the weights it recorded (``final_fingerprint``,
-    those it was tested with). None when one does."""
-    folder = run_dir / "checkpoints"
-    kept = [folder / name for name in ("last.ckpt", "best.ckpt") if (folder / name).is_file()]
-    if not kept:
-        return f"its checkpoints are gone from {folder}"
-    for path in kept:
-        try:
-            weights = model_weights(load_checkpoint(path))
-        except UserError:
-            continue
-        if weights and weights_fingerprint(weights) == record.get("final_fingerprint"):
-            return None
-    return (f"{' and '.join(p.name for p in kept)} do not hold the weights it recorded "
-            f"(final_fingerprint)")
+    """Why a finished record cannot stand for its run: the checkpoint it was tested with
+    (``last.ckpt``, or ``best.ckpt`` under ``test_weights=best``) is gone, unreadable or holds
+    other weights than it recorded (``final_fingerprint``). None when it holds them."""
+    config = record.get("config")
+    best = isinstance(config, dict) and config.get("test_weights") == "best"
+    path = run_dir / "checkpoints" / ("best.ckpt" if best else "last.ckpt")
+    if not path.is_file():
+        return f"its checkpoints are gone from {path.parent} (no {path.name})"
+    try:
+        weights = model_weights(load_checkpoint(path))
+    except UserError as error:
+        return f"{path.name} cannot be read ({one_line_message(error)})"
+    if weights_fingerprint(weights) != record.get("final_fingerprint"):
+        return f"{path.name} does not hold the weights it recorded (final_fingerprint)"
+    return None
 
 
 def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
