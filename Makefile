@@ -16,9 +16,13 @@ SWEEP_DIR ?= multirun/$(shell date +%Y-%m-%d_%H-%M-%S)
 # extended); KEEP=none: no checkpoints (checkpoint.on_completion)
 KEEP ?=
 rows = $(shell ls conf/experiment/$(1) | sed -e 's/\.yaml$$//' -e 's|^|$(1)/|' | paste -sd, -)
-# seed=1,...,N for N seeds; a one-line error for anything but a whole number from 1.
-seed_list = seed=$(if $(shell [ "$(1)" -ge 1 ] 2>/dev/null && echo y),$(shell seq -s, 1 $(1)),$\
-	$(error SEEDS=$(1) is not a number of seeds; give a whole number from 1, e.g. SEEDS=3))
+# seed=1,...,N for N seeds; a one-line error for anything but a whole number from 1 to
+# MAX_SEEDS (a million seeds made a command line too long for the shell, and as many jobs).
+MAX_SEEDS := 1000
+seed_list = seed=$(if $(shell [ "$(1)" -ge 1 ] 2>/dev/null && [ "$(1)" -le $(MAX_SEEDS) ] && $\
+	echo y),$(shell seq -s, 1 $(1)),$\
+	$(error SEEDS=$(1) is not a number of seeds; give a whole number from 1 to $(MAX_SEEDS), $\
+	e.g. SEEDS=3))
 # Each job's folder is named after its row and seed, not Hydra's job number, so a rerun into
 # the same SWEEP_DIR (with any SEEDS) finds every job where it left it: finished jobs are
 # skipped, interrupted ones resume, failed ones run again.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,13 +80,22 @@ def _craft(kind: str, marker: Path) -> object:
         metadata["model_spec"]["kwargs"]["width"] = 10**6
     elif kind == "forged_spec":
         metadata["model_spec"] = {"family": ["ftbnn_resnet"], "kwargs": "depth=18"}
+    elif kind == "expanded":  # a million classes from a one-element storage (issue 33)
+        classes = 10**6
+        metadata["model_spec"]["kwargs"]["num_classes"] = classes
+        checkpoint["state_dict"]["model.fc.weight"] = torch.zeros(1, 1).expand(classes, 2)
+        checkpoint["state_dict"]["model.fc.bias"] = torch.zeros(1).expand(classes)
+    elif kind == "global":  # a function, which torch refuses by its module
+        metadata["hook"] = os.system
+    elif kind == "unknown_family":
+        metadata["model_spec"]["family"] = "nonesuch"
     elif kind == "not_a_checkpoint":
         return [1, 2, 3]
     return checkpoint
 
 
 KINDS = ("pickle", "target", "target_old_format", "target_nested", "imports", "forged_shapes",
-         "forged_width", "forged_spec", "not_a_checkpoint")
+         "forged_width", "forged_spec", "expanded", "global", "not_a_checkpoint")
 
 
 def _as_export(obj: object) -> object:
@@ -190,6 +200,9 @@ def test_a_crafted_file_runs_nothing_and_is_one_line(reader, kind, planted, tmp_
     ("forged_shapes", "its weights do not fit the model its spec describes"),
     ("forged_width", "its weights do not fit the model its spec describes"),
     ("pickle", "cannot be read: UnpicklingError"),
+    ("global", "cannot be read: UnpicklingError: it holds pickled code, not loaded"),
+    ("expanded", "tensor 'state_dict.model.fc.weight' of shape [1000000, 2] is not stored whole"),
+    ("unknown_family", "model family 'nonesuch' is not registered; allowed: "),
 ])
 def test_the_refusal_says_what_the_file_asks_for(kind, expected, planted, tmp_path, capsys):
     file = tmp_path / "crafted.ckpt"
@@ -229,3 +242,28 @@ def test_an_honest_checkpoint_still_loads_through_the_registry(tmp_path, capsys)
     assert load_export(tmp_path / "m.ftbnn") is not None
     assert deploy_main(["export", str(file), str(tmp_path / "no" / "m.ftbnn")]) == 2
     assert f"folder '{tmp_path / 'no'}'" in capsys.readouterr().err
+
+
+def test_a_crafted_teachers_foreign_data_target_is_refused_not_dropped(planted, tmp_path):
+    """kd.teacher from a checkpoint whose data names no registered source: the normalisation
+    its weights expect is unknown, which the old reader answered by feeding it the student's
+    inputs silently."""
+    file = tmp_path / "crafted.ckpt"
+    torch.save(_craft("target", planted), file)
+    with pytest.raises(UserError) as refused:
+        _teacher(file, tmp_path)
+    message = str(refused.value)
+    assert message.startswith("kd.teacher: the normalisation its weights expect is unknown")
+    assert "subprocess.run" in message and str(file) in message and "\n" not in message
+    assert not planted.exists()
+
+
+def test_a_crafted_verify_option_is_refused_not_run(tmp_path, capsys):
+    """``deploy verify --batches -1`` printed FAIL (exit 1) after verifying nothing."""
+    file = tmp_path / "honest.ckpt"
+    torch.save(_base(), file)
+    with pytest.raises(SystemExit) as refused:
+        deploy_main(["verify", str(file), "--batches", "-1"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --batches: '-1' is not a positive integer" in err and "FAIL" not in err

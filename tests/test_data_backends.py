@@ -210,7 +210,7 @@ def test_training_through_the_cli_on_a_device_backend(tmp_path, backend):
 
 
 @pytest.mark.parametrize(("augment", "message"), [
-    (lambda: He2016(flip="abc"), "augment.flip='abc' must be a number"),
+    (lambda: He2016(flip="abc"), "augment.flip='abc' must be a finite number"),
     (lambda: Inception(flip=1.5), "augment.flip=1.5 must be a probability in [0, 1]"),
     (lambda: Inception(scale=(0.9, 0.1)), "augment.scale=[0.9, 0.1] must be [low, high]"),
     (lambda: CifarCrop(padding="4"), "augment.padding='4' must be an integer"),

@@ -127,7 +127,8 @@ def test_make_runs_each_row_with_seeds_in_folders_named_by_row_and_seed(target, 
     assert ("seed=1,2,3,4,5" in plain) if target == "fig2" else ("seed=" not in plain)
     bad = _make(target, "SEEDS=three")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
-        "SEEDS=three is not a number of seeds; give a whole number from 1, e.g. SEEDS=3.  Stop.")
+        "SEEDS=three is not a number of seeds; give a whole number from 1 to 1000, e.g. "
+        "SEEDS=3.  Stop.")
 
 
 def _mtimes(folder: Path) -> dict[str, int]:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ftbnn_exp.app.config import compose_config
+from ftbnn_exp.app.run import RunPlace, train_run
 from ftbnn_exp.app.storage import RESUME_KEYS
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -100,6 +103,61 @@ def test_sigterm_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path, data
         stop_then_resume(split, tmp_path / "b", cwd=tmp_path)
         assert whole.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-2000:]
     assert_same_run(tmp_path / "whole", tmp_path / "b")
+
+
+def best_checkpoint(run_dir: Path) -> tuple[dict, int]:
+    """best.ckpt's weights and the epoch it was taken at."""
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    return best["state_dict"], best["epoch"]
+
+
+@pytest.mark.slow
+def test_sigterm_after_the_last_batch_during_validation_then_rerun_resume_redoes_it(tmp_path):
+    """SIGTERM in epoch 1's last training batch: Lightning defers it to the validation that
+    follows, which stops after its first batch (interrupted.ckpt mid-validation). The same
+    command must run that validation again: the history (val/top1 of epoch 1 included) and
+    best.ckpt equal an uninterrupted run's (the old resume skipped it: epoch 1 had no
+    val/top1 and best-checkpoint selection never saw it)."""
+    common = [*DETERMINISTIC, "trainer.limit_train_batches=4", "trainer.limit_val_batches=3",
+              "data.batch_size=32", "trainer.max_epochs=2"]
+    split = [*common, interrupt_at(1, 3, tmp_path / "sent"), f"hydra.run.dir={tmp_path / 'b'}"]
+    with start(*common, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path,
+               log=tmp_path / "whole.log") as whole:
+        stopped = ftbnn(*split, cwd=tmp_path)
+        assert stopped.returncode == 143, stopped.stderr[-2000:]
+        interrupted = torch.load(tmp_path / "b" / "checkpoints" / "interrupted.ckpt",
+                                 weights_only=True)
+        val = interrupted["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+        assert interrupted["epoch"] == 1 and 0 < val["current"]["completed"] < 3  # mid-way
+        rerun = ftbnn(*split, cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert "could not find the monitored key" not in rerun.stdout + rerun.stderr
+        assert whole.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-2000:]
+    assert_same_run(tmp_path / "whole", tmp_path / "b")
+    assert all("val/top1" in row for row in outcome(tmp_path / "b")[1])
+    (wa, ea), (wb, eb) = best_checkpoint(tmp_path / "whole"), best_checkpoint(tmp_path / "b")
+    assert ea == eb and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_of_a_validation_cut_short_in_process_equals_an_uninterrupted_run(
+        tmp_path, monkeypatch):
+    """The fast variant of the test above: the same SIGTERM, runs in this process."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    common = ["model=fig2", "model.kind=prelu", "trainer.limit_train_batches=2",
+              "trainer.limit_val_batches=3", "trainer.limit_test_batches=1",
+              "data.batch_size=32", "trainer.max_epochs=2", *DETERMINISTIC]
+    split = [*common, interrupt_at(1, 1, tmp_path / "sent")]
+    train_run(compose_config(common), RunPlace(tmp_path / "whole"))
+    with pytest.raises(SIGTERMException):
+        train_run(compose_config(split), RunPlace(tmp_path / "b"))
+    val = torch.load(tmp_path / "b" / "checkpoints" / "interrupted.ckpt", weights_only=True)[
+        "loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+    assert 0 < val["current"]["completed"] < 3  # stopped during epoch 1's validation
+    train_run(compose_config(split), RunPlace(tmp_path / "b"))
+    assert_same_run(tmp_path / "whole", tmp_path / "b")
+    assert all("val/top1" in row for row in outcome(tmp_path / "b")[1])
+    (wa, ea), (wb, eb) = best_checkpoint(tmp_path / "whole"), best_checkpoint(tmp_path / "b")
+    assert ea == eb and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def stop_then_resume(split: list[str], run_dir: Path, cwd: Path) -> None:

@@ -41,7 +41,7 @@ CONFIG_CASES = [
                                   "allowed here: auto, cpu"),
     (["trainer.accelerator=abacus"], "trainer.accelerator='abacus' is not allowed; allowed: "
                                      "auto, gpu, cpu, cuda"),
-    (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc' must be a number"),
+    (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc' must be a finite number"),
     (["trainer.devices=64"], "trainer.devices=64 does not fit this machine's 2 CPU cores "
                              "(trainer.accelerator=cpu); allowed: auto or 1 to 2"),
     (["trainer=ddp_cpu", "trainer.devices=3"], "trainer.devices=3 does not fit this "
@@ -235,8 +235,8 @@ def test_a_multirun_goes_on_past_failed_jobs_and_exits_1(tmp_path, monkeypatch, 
     assert len([line for line in lines if line.startswith(f"error: {tmp_path}/")]) == 3, lines
     assert any("InstantiationException: Error locating target 'nowhere.Missing'" in line
                for line in lines), lines
-    assert lines[-1].startswith("error: 3 of 4 jobs failed (status failed in their "
-                                "metrics.json): ")
+    assert lines[-1].startswith("error: 3 of 4 jobs failed (each error above; a job refused "
+                                "before training keeps its earlier record and status): ")
 
 
 def test_too_many_devices_is_one_line_before_anything_starts(tmp_path):

@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,8 +42,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("ftbnn_exp"), dict)
             and isinstance(checkpoint.get("state_dict"), dict)):
         raise UserError(f"checkpoint '{file}' was not written by ftbnn_exp training")
+    check_tensors(checkpoint, f"checkpoint '{file}'")
     checkpoint["ftbnn_exp"] = {**checkpoint["ftbnn_exp"], "source": f"checkpoint '{file}'"}
     return checkpoint
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` covers its elements once each, in some dimension order (contiguous,
+    channels-last, a transpose): no stride 0 (``expand``), no overlap, no gaps."""
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(tensor.shape, tensor.stride(),
+                                                        strict=True) if n != 1),
+                               key=lambda pair: pair[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _tensors(value: Any, key: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from _tensors(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{key}[{index}]")
+
+
+def check_tensors(loaded: Any, source: str) -> None:
+    """Refuse a file whose tensors claim more than it holds: a tensor must be dense (no
+    ``expand``-ed stride 0, no overlap) and its storage as large as its shape needs. Shapes are
+    compared with the spec elsewhere (:func:`check_shapes`); this bounds the memory any reader
+    allocates by the file's real size (a one-element storage expanded to a million classes
+    passed the shape check and built a 5 GB model)."""
+    for key, tensor in _tensors(loaded, ""):
+        needed = (tensor.storage_offset() + tensor.numel()) * tensor.element_size()
+        if not _dense(tensor) or tensor.untyped_storage().nbytes() < needed:
+            raise UserError(f"{source}: tensor {key!r} of shape {list(tensor.shape)} is not "
+                            f"stored whole (expanded, overlapping or with a storage smaller "
+                            f"than its shape); allowed: dense tensors, as torch.save writes "
+                            f"a model's weights")
 
 
 def reason(error: BaseException) -> str:
@@ -52,6 +92,10 @@ def reason(error: BaseException) -> str:
     those with a bare key such as '101'), else the first line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     refused = next((line for line in lines if line.startswith("WeightsUnpickler error")), None)
+    if refused is None and lines and lines[0].startswith("Weights only load failed"):
+        # a global torch refuses outright (os.system, a blocked module): the line naming it
+        refused = next((line for line in lines if "GLOBAL" in line
+                        or line.startswith("Unsupported")), lines[0])
     if refused:
         return (f"UnpicklingError: it holds pickled code, not loaded "
                 f"({refused.split('. ')[0].removeprefix('WeightsUnpickler error: ')})")
@@ -149,9 +193,12 @@ def model_from_metadata(metadata: Mapping[str, Any]) -> nn.Module:
     try:
         return create(model_spec(metadata), source_of(metadata))
     except (TypeError, ValueError, RuntimeError) as error:
+        source = source_of(metadata)
         if isinstance(error, UserError):
-            raise
-        raise UserError(f"{source_of(metadata)}: its model spec does not build a model "
+            if source in str(error):
+                raise
+            raise UserError(f"{source}: {error}") from None  # e.g. an unknown family
+        raise UserError(f"{source}: its model spec does not build a model "
                         f"({reason(error)})") from None
 
 
@@ -188,6 +235,91 @@ def check_shapes(metadata: Mapping[str, Any], weights: Mapping[str, Any]) -> Non
         raise UserError(f"{source_of(metadata)}: its weights do not fit the model its spec "
                         f"describes ({len(wrong)} tensors missing, unexpected or of another "
                         f"shape, e.g. {wrong[0]!r})")
+
+
+MAX_DATA_BYTES = 16 * 2**20
+"""The largest ``metrics.json`` or stored config read (a 1,000-epoch history is about 1 MB)."""
+MAX_DEPTH, MAX_VALUES, MAX_ALIASES = 64, 2**20, 64
+"""Nesting, values (aliases expanded) and YAML aliases a read file may hold: what training
+writes stays far below them (Hydra writes no aliases); a "billion laughs" file does not."""
+_LIMITS = (f"allowed: at most {MAX_DATA_BYTES // 2**20} MB, {MAX_DEPTH} levels, "
+           f"{MAX_VALUES} values and {MAX_ALIASES} YAML aliases")
+
+
+class _AliasCountingLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a file with more than :data:`MAX_ALIASES`."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+
+def _check_bounded(value: Any, name: str) -> None:
+    """Refuse data deeper than :data:`MAX_DEPTH` (a recursive alias is infinitely deep) or with
+    more than :data:`MAX_VALUES` values once its aliases are expanded, walking at most that
+    many: whatever reads it afterwards (a report's diff, a comparison) stays bounded too."""
+    stack, seen = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if depth > MAX_DEPTH or seen > MAX_VALUES:
+            raise UserError(f"{name} is nested deeper or holds more than a run's record or "
+                            f"config can; {_LIMITS}")
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for pair in item.items() for v in pair]
+        elif isinstance(item, list | tuple):
+            stack += [(v, depth + 1) for v in item]
+
+
+def _read_capped(file: Path, name: str) -> str:
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(MAX_DATA_BYTES + 1)
+    except OSError as error:
+        raise UserError(f"{name} cannot be read ({error.strerror})") from None
+    if len(data) > MAX_DATA_BYTES:
+        raise UserError(f"{name} is larger than a run's record or config can be; {_LIMITS}")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{name} is not UTF-8 text") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file written by training (``metrics.json``), read within :data:`MAX_DATA_BYTES`,
+    :data:`MAX_DEPTH` and :data:`MAX_VALUES`; a one-line :class:`UserError` naming it
+    otherwise."""
+    file = Path(path)
+    name = f"'{file}'"
+    text = _read_capped(file, name)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise UserError(f"{name} cannot be read as JSON: {detail}") from None
+    _check_bounded(value, name)
+    return value
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file on disk (Hydra's ``.hydra/config.yaml``) as plain data: safe (no tags, no
+    code), nothing resolved, and bounded as :func:`read_json` plus :data:`MAX_ALIASES`."""
+    file = Path(path)
+    name = f"'{file}'"
+    text = _read_capped(file, name)
+    try:
+        value = yaml.load(text, Loader=_AliasCountingLoader)  # a SafeLoader: no tags, no code
+    except (yaml.YAMLError, RecursionError) as error:
+        detail = ("nested too deeply" if isinstance(error, RecursionError)
+                  else " ".join(str(error).split())[:200])
+        raise UserError(f"{name} cannot be read as YAML: {detail}; {_LIMITS}") from None
+    _check_bounded(value, name)
+    return value
 
 
 def _plain(value: Any) -> Any:

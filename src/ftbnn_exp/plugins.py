@@ -24,6 +24,10 @@ def load(modules: Iterable[str], option: str = "--plugin") -> None:
         except Exception as error:  # a plug-in's own bug is still the user's to fix
             raise UserError(f"{option} {module}: the module cannot be imported "
                             f"({type(error).__name__}: {error})") from None
+        except SystemExit as done:  # would end the command with its code, silently
+            raise UserError(f"{option} {module}: the module called sys.exit({done.code!r}) "
+                            f"while imported; allowed: a module that only registers its "
+                            f"parts") from None
 
 
 def require(modules: Iterable[str], source: str) -> None:

@@ -3,6 +3,7 @@ use it, so a bad value reads the same everywhere (``key=value must be ...``)."""
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -11,10 +12,12 @@ from typing import Any
 from ftbnn_exp.errors import InvalidArgument
 
 INTEGER = "an integer"
-NUMBER = "a number"
+NUMBER = "a finite number"
 BOOLEAN = "true or false"
 TEXT = "a string"
 FRACTION = "a number in [0, 1)"
+"""NaN and infinity are never numbers here: ``nan <= 0`` is false, so a NaN would pass every
+"positive" check, and an infinite budget sends the width solver on for ever."""
 
 
 def _yaml(value: Any) -> str:
@@ -28,7 +31,8 @@ def _type_ok(value: Any, kind: str | None) -> bool:
     if kind == INTEGER:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == NUMBER:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
     if kind == FRACTION:
         return _type_ok(value, NUMBER) and 0 <= value < 1
     if kind == BOOLEAN:

@@ -32,6 +32,7 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from ftbnn_exp.app.config import RunSpecs
 from ftbnn_exp.artifacts import (
+    check_tensors,
     data_module,
     load_checkpoint,
     load_weights_exactly,
@@ -42,10 +43,10 @@ from ftbnn_exp.complexity import Complexity, WidthChoice, count_complexity, solv
 from ftbnn_exp.complexity.counter import BOPS_PER_FLOP
 from ftbnn_exp.data import ClassificationDataModule, DataSpec
 from ftbnn_exp.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec, create, family, resnet_fp
 from ftbnn_exp.nn import BinaryConv2d
-from ftbnn_exp.training.callbacks import EpochLine, RngState
+from ftbnn_exp.training.callbacks import EpochLine, RedoInterruptedValidation, RngState
 from ftbnn_exp.training.checkpoint_io import AtomicCheckpointIO
 from ftbnn_exp.training.distillation import Normalization, teacher_input
 from ftbnn_exp.training.optim import OptimizerSpec
@@ -132,6 +133,7 @@ def build_teacher(cfg: DictConfig, data: DataSpec) -> tuple[nn.Module, Normaliza
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(f"kd.teacher={source} cannot be read: {reason(error)}") from None
+    check_tensors(checkpoint, f"kd.teacher={source}")
     if isinstance(checkpoint, dict) and "ftbnn_exp" in checkpoint:
         checkpoint = load_checkpoint(path)
         return model_from_checkpoint(checkpoint), _trained_on(checkpoint["ftbnn_exp"])
@@ -150,10 +152,16 @@ IMAGENET_NORMALIZATION: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _trained_on(metadata: dict[str, Any]) -> Normalization | None:
-    """The input normalisation of the data a checkpoint of this framework was trained on."""
+    """The input normalisation of the data a checkpoint of this framework was trained on; a
+    data config that names no registered data source is refused (its teacher would be fed
+    inputs normalised some other way, silently), one whose files are not here gives None."""
     try:
         return data_module(metadata).pixel_normalization()
-    except (UserError, OSError, ValueError):
+    except UserError as error:
+        raise UserError(f"kd.teacher: the normalisation its weights expect is unknown "
+                        f"({one_line_message(error)}); allowed: a checkpoint of this "
+                        f"framework whose data is a registered data source") from None
+    except (OSError, ValueError):
         return None
 
 
@@ -269,6 +277,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
         OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
         *periodic_checkpoints(cfg, checkpoints),
         RngState(),
+        RedoInterruptedValidation(),  # a validation cut short by SIGTERM runs again
         # parts that follow training progress (IR-Net's EDE), stepped per batch or per epoch
         TrainingProgress(per_batch=cfg.get("progress_step", "batch") == "batch"),
         *extra,

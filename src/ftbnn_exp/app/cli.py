@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from ftbnn_exp.app.console import quiet
 from ftbnn_exp.app.run import RunPlace, describe, record_failure
 from ftbnn_exp.app.session import discard_failed, run_job
 from ftbnn_exp.app.storage import check_writable
+from ftbnn_exp.artifacts import write_atomic
 from ftbnn_exp.errors import UserError, one_line_message
+from ftbnn_exp.training.checkpoint_io import disk_full_named
 
 
 def full_errors() -> bool:
@@ -73,6 +76,47 @@ def group_help(group: str) -> str:
 OmegaConf.register_new_resolver("ftbnn_exp.group", group_help, replace=True)
 
 
+HYDRA_SUBDIR = "hydra.output_subdir"
+"""Hydra writes ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` there before the task
+runs, so before the run folder's lock is taken: a second run refused by the lock would have
+rewritten the owner's. :func:`main` turns Hydra's writing off (``hydra.output_subdir=null``)
+and :func:`describe_later` writes the same files once the folder is owned."""
+OUTPUT_SUBDIR: list[str | None] = [".hydra"]
+"""The user's ``hydra.output_subdir`` (Hydra's default ``.hydra``; None: no files)."""
+
+
+def take_output_subdir(argv: list[str]) -> list[str]:
+    """``argv`` with ``hydra.output_subdir=null``, the user's value kept in
+    :data:`OUTPUT_SUBDIR`."""
+    kept = [arg for arg in argv if not arg.startswith(f"{HYDRA_SUBDIR}=")]
+    given = [arg.partition("=")[2] for arg in argv if arg.startswith(f"{HYDRA_SUBDIR}=")]
+    if given:
+        value = given[-1].strip("'\"")
+        OUTPUT_SUBDIR[0] = None if value in ("null", "~", "") else value
+    return [*kept, f"{HYDRA_SUBDIR}=null"]
+
+
+def describe_later(cfg: DictConfig, run_dir: Path) -> Callable[[], None] | None:
+    """Hydra's three files for this job, written (each whole) when called."""
+    subdir = OUTPUT_SUBDIR[0]
+    if subdir is None:
+        return None
+    # a plain copy (Hydra's own is read-only), its interpolations unresolved as Hydra saves it
+    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg))
+    hydra_cfg.hydra.output_subdir = subdir
+    files = {"config.yaml": cfg, "hydra.yaml": hydra_cfg,
+             "overrides.yaml": hydra_cfg.hydra.overrides.task}
+
+    def write() -> None:
+        for name, node in files.items():
+            path = run_dir / subdir / name
+            text = OmegaConf.to_yaml(node).encode()
+            with disk_full_named(path):
+                write_atomic(path, lambda stream, text=text: stream.write(text))
+
+    return write
+
+
 def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
     """A job's error that is not the user's as a failed record in its ``metrics.json`` (a
     crash during training has written its own), and as one line."""
@@ -85,8 +129,9 @@ def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
 def _hydra_main(cfg: DictConfig) -> None:
     quiet()  # again: a job that a launcher such as SLURM runs elsewhere starts here, not in main
     hydra_cfg = HydraConfig.get()
-    place = RunPlace(Path(hydra_cfg.runtime.output_dir),
-                     hydra_cfg.runtime.choices.get("experiment"))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    place = RunPlace(run_dir, hydra_cfg.runtime.choices.get("experiment"),
+                     describe_later(cfg, run_dir))
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     SWEEP.ran += 1
     if multirun and hydra_cfg.launcher._target_.endswith("BasicLauncher"):  # jobs run here
@@ -176,8 +221,10 @@ def main() -> None:
             print(f"error: {one_line_message(error)}", file=sys.stderr)
             sys.exit(2)
     SWEEP.total = sweep_size(overrides)
+    sys.argv = [sys.argv[0], *take_output_subdir(sys.argv[1:])]
     _hydra_main()
     if SWEEP.failed:
-        print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (status failed in their "
-              f"metrics.json): {', '.join(str(d) for d in SWEEP.failed)}", file=sys.stderr)
+        print(f"error: {len(SWEEP.failed)} of {SWEEP.ran} jobs failed (each error above; a job "
+              f"refused before training keeps its earlier record and status): "
+              f"{', '.join(str(d) for d in SWEEP.failed)}", file=sys.stderr)
         sys.exit(1)

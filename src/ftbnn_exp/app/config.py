@@ -167,6 +167,13 @@ def import_plugins(cfg: DictConfig) -> None:
             importlib.import_module(module)
         except ImportError as error:
             raise UserError(f"plugins: module {module!r} cannot be imported ({error})") from None
+        except Exception as error:  # the plug-in's own bug: still one line
+            raise UserError(f"plugins: module {module!r} raised while imported "
+                            f"({type(error).__name__}: {one_line_message(error)})") from None
+        except SystemExit as done:  # sys.exit() at import would end every command silently
+            raise UserError(f"plugins: module {module!r} called sys.exit({done.code!r}) while "
+                            f"imported; allowed: a module that only registers its parts"
+                            ) from None
 
 
 def schedule_of(cfg: DictConfig) -> NonLinearitySchedule:

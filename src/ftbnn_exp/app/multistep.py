@@ -50,6 +50,8 @@ def run_multistep(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
     also own their own subfolders, as ordinary runs)."""
     place.run_dir.mkdir(parents=True, exist_ok=True)
     with own_run_folder(place.run_dir):
+        if place.describe is not None:
+            place.describe()
         return _stages(cfg, place)
 
 

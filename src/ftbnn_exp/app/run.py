@@ -8,9 +8,9 @@ what it does to the process.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from ftbnn_exp.app.build import (
 )
 from ftbnn_exp.app.config import RunSpecs, validate
 from ftbnn_exp.app.storage import (
-    changed_keys,
     check_free_space,
     check_resume_config,
     free_reserve,
@@ -49,6 +48,7 @@ from ftbnn_exp.artifacts import (
     load_checkpoint,
     model_from_checkpoint,
     model_weights,
+    read_json,
     write_atomic,
     write_json_atomic,
 )
@@ -59,17 +59,20 @@ from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.models import ModelSpec
 from ftbnn_exp.nn import set_binarization
 from ftbnn_exp.training.callbacks import RunRecord
-from ftbnn_exp.training.checkpoint_io import DiskFull
+from ftbnn_exp.training.checkpoint_io import NO_SPACE, DiskFull
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationModule
 from ftbnn_exp.training.module import ClassificationModule
 
 
 @dataclass(frozen=True)
 class RunPlace:
-    """Where a run writes and what it is called in reports."""
+    """Where a run writes and what it is called in reports. ``describe``, where given, writes
+    the folder's description (Hydra's ``.hydra/`` files): called once the run owns the folder
+    and goes ahead, so a refused run never rewrites its owner's."""
 
     run_dir: Path
     experiment: str | None = None
+    describe: Callable[[], None] | None = None
 
 
 @dataclass
@@ -93,12 +96,8 @@ def say(message: str) -> None:
 
 def fingerprint(model: nn.Module) -> str:
     """A short hash of a model's weights and buffers (shows which weights a stage started
-    from)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    from, and which a finished run was tested with: :func:`untrusted`)."""
+    return weights_fingerprint(model.state_dict())
 
 
 def load_weights(model: nn.Module, checkpoint_path: str | Path) -> None:
@@ -283,9 +282,9 @@ def refuse_training_on(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.resume == "never" or not path.is_file():
         return
     try:
-        earlier = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return
+        earlier = read_json(path)
+    except UserError:
+        return  # an unreadable record is the rerun checks' to name
     kept = earlier.get("checkpoints_at_completion") if isinstance(earlier, dict) else None
     if kept in ("weights", "none"):
         raise UserError(f"{run_dir} finished with checkpoint.on_completion={kept}: its "
@@ -306,48 +305,95 @@ def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
 
 FINISHED = ("completed", "diverged")
 """Statuses of a run with nothing left to do: training ended and its result is recorded."""
-RERUN_KEYS = ("trainer.max_steps", "trainer.max_time", "trainer.limit_test_batches",
-              "trainer.fast_dev_run", "test_weights")
-"""Not run-shaping, but a rerun that changes them asks for more: training on to a new stop
-(the resume continues it) or another test score (the resume re-tests)."""
+NOT_SCORING = ("logger", "resume", "resume_changes", "checkpoint", "data.num_workers",
+               "trainer.log_every_n_steps")
+"""Keys that neither shape a run nor score it: where it logs, how it resumes, how often it
+checkpoints, how many workers read its data (each sample's draws come from (seed, epoch,
+index)). A rerun that changes any other key is not taken as finished (:func:`finished_earlier`):
+it resumes (training on, or re-testing) or is refused by the resume check naming the keys."""
+
+
+def _without(config: Any, keys: tuple[str, ...], prefix: str = "") -> Any:
+    """``config`` less the dotted ``keys``."""
+    if not isinstance(config, dict):
+        return config
+    return {k: _without(v, keys, f"{prefix}{k}.") for k, v in config.items()
+            if f"{prefix}{k}" not in keys}
+
+
+def weights_fingerprint(weights: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's tensors (:func:`fingerprint` of the model holding them)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(weights.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def untrusted(record: dict[str, Any], run_dir: Path) -> str | None:
+    """Why a finished record cannot stand for its run: the checkpoint it was tested with
+    (``last.ckpt``, or ``best.ckpt`` under ``test_weights=best``) is gone, unreadable or holds
+    other weights than it recorded (``final_fingerprint``). None when it holds them."""
+    config = record.get("config")
+    best = isinstance(config, dict) and config.get("test_weights") == "best"
+    path = run_dir / "checkpoints" / ("best.ckpt" if best else "last.ckpt")
+    if not path.is_file():
+        return f"its checkpoints are gone from {path.parent} (no {path.name})"
+    try:
+        weights = model_weights(load_checkpoint(path))
+    except UserError as error:
+        return f"{path.name} cannot be read ({one_line_message(error)})"
+    if weights_fingerprint(weights) != record.get("final_fingerprint"):
+        return f"{path.name} does not hold the weights it recorded (final_fingerprint)"
+    return None
 
 
 def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The record of a run that finished in ``run_dir`` with this run-shaping config, or None
-    when this run has to go ahead. So a rerun of a multirun into the same folder neither trains
-    nor tests its finished jobs again (resuming the last checkpoint would re-test it). Only
-    under ``resume=auto``: ``never`` or a path asks for training; a changed config goes on to
-    the resume check, which refuses it naming the keys, or resumes (:data:`RERUN_KEYS`)."""
+    """The record of a run that finished in ``run_dir`` with this config, or None when this
+    run has to go ahead. So a rerun of a multirun into the same folder neither trains nor tests
+    its finished jobs again (resuming the last checkpoint would re-test it). Only under
+    ``resume=auto``: ``never`` or a path asks for training. Every key but
+    :data:`NOT_SCORING` must be as recorded: a changed one goes on to the resume check, which
+    refuses run-shaping ones naming them, or resumes (another ``trainer.max_steps`` trains on,
+    another ``trainer.limit_test_batches`` re-tests). A record whose weights are not in its
+    checkpoints any more (deleted, replaced) is not trusted either."""
     path = run_dir / "metrics.json"
     if cfg.resume != "auto" or not path.is_file():
         return None
     try:
-        earlier = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        earlier = read_json(path)
+    except UserError:
         return None  # the run itself decides what a torn record means
     if not isinstance(earlier, dict) or earlier.get("status") not in FINISHED:
         return None
-    saved = earlier.get("config") or {}
-    if changed_keys(saved, OmegaConf.to_container(cfg, resolve=True)):
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if _without(earlier.get("config"), NOT_SCORING) != _without(current, NOT_SCORING):
         return None
-    recorded = OmegaConf.create(saved)
-    same = all(OmegaConf.select(recorded, k) == OmegaConf.select(cfg, k) for k in RERUN_KEYS)
-    return earlier if same else None
+    problem = untrusted(earlier, run_dir)
+    if problem:
+        say(f"not skipped: {path} says {earlier['status']}, but {problem}; running it again")
+        return None
+    return earlier
 
 
 def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
     """A run that failed before training: a fresh folder records it as failed; the record of
     an earlier run in the folder (a refused resume) keeps its history and status and notes
-    the refused attempt."""
+    the refused attempt. On a full disk the record stays as it was (the write is atomic): the
+    error being recorded, often that very disk's, is what the user is told."""
+    payload = {**info, "status": "failed", "error": message}
     if path.is_file():
         try:
-            earlier = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            earlier = read_json(path)
+        except UserError:
             earlier = None
-        if earlier and earlier.get("history"):
-            write_json_atomic(path, {**earlier, "last_attempt": {"error": message}})
-            return
-    write_json_atomic(path, {**info, "status": "failed", "error": message})
+        if isinstance(earlier, dict) and earlier.get("history"):
+            payload = {**earlier, "last_attempt": {"error": message}}
+    try:
+        write_json_atomic(path, payload)
+    except OSError as error:
+        if error.errno not in NO_SPACE:
+            raise
 
 
 def train_run(cfg: DictConfig, place: RunPlace, stage: int | None = None,
@@ -376,6 +422,8 @@ def _train_owned(cfg: DictConfig, place: RunPlace, stage: int | None,
     except UserError as error:
         record_failure(run_dir / "metrics.json", info, one_line_message(error))
         raise
+    if place.describe is not None:
+        place.describe()
     if cfg.compile:
         prepared.model.compile()
     record = RunRecord(run_dir / "metrics.json", info, resuming=prepared.checkpoint is not None)

@@ -83,12 +83,18 @@ def compose_job(overrides: Sequence[str], run_dir: str | Path | None = None
     hydra_cfg = cfg.hydra
     with open_dict(cfg):
         del cfg["hydra"]
-    saved = folder / HYDRA_FILES
-    saved.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, saved / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), saved / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), saved / "overrides.yaml")
-    return cfg, RunPlace(folder, hydra_cfg.runtime.choices.get("experiment"))
+    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+             "overrides.yaml": OmegaConf.create(overrides)}
+
+    def describe() -> None:
+        """Hydra's files, written once the run owns its folder (a run refused by the owner's
+        lock leaves the owner's description as it was)."""
+        saved = folder / HYDRA_FILES
+        saved.mkdir(parents=True, exist_ok=True)
+        for name, node in files.items():
+            OmegaConf.save(node, saved / name)
+
+    return cfg, RunPlace(folder, hydra_cfg.runtime.choices.get("experiment"), describe)
 
 
 def recorded_overrides(run_dir: Path) -> list[str]:

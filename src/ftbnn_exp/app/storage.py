@@ -188,9 +188,10 @@ def own_run_folder(run_dir: Path) -> Iterator[None]:
             print(f"run folder {run_dir}: taking over {LOCK} of pid {previous.get('pid')} on "
                   f"{previous.get('host')} (since {previous.get('started')}), which has ended",
                   flush=True)
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(_this_process()).encode(), 0)
-        os.fsync(handle)
+        with disk_full_named(lock):
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(_this_process()).encode(), 0)
+            os.fsync(handle)
     except BaseException:
         os.close(handle)
         raise
@@ -281,11 +282,18 @@ def resume_checkpoint(resume: str | None, run_dir: Path
 
 
 RUN_SHAPING = ("trainer.max_epochs", "trainer.accumulate_grad_batches",
-               "optimizer", "scheduler", "model", "nonlinearity", "placement", "data.name",
-               "data.root", "data.batch_size", "data.image_size", "augment", "seed", "depth",
-               "groups", "width", "budget", "budget_rate", "stage", "kd")
-"""Keys whose change makes a resumed run a different run from the one its checkpoint began
+               "trainer.limit_train_batches", "trainer.limit_val_batches",
+               "trainer.precision", "trainer.gradient_clip_val",
+               "optimizer", "scheduler", "model", "nonlinearity", "placement", "data",
+               "augment", "seed", "depth", "groups", "width", "budget", "budget_rate", "stage",
+               "kd")
+"""Keys whose change makes a resumed run a different run from the one its checkpoint began:
+what it trains on (all of ``data`` but :data:`NOT_SHAPING`: split fractions, mean and std,
+root, ...), how it steps and on how many batches, and what it validates on
 (``trainer.max_steps`` only says where to stop: the schedule follows ``max_epochs``)."""
+NOT_SHAPING = ("data.num_workers",)
+"""Leaves of :data:`RUN_SHAPING` sections that change nothing a run draws or computes (each
+sample's order, crops and flips come from (seed, epoch, index), whatever the workers)."""
 SCHEDULE_LENGTH = ("trainer.max_epochs",)
 """What ``resume_changes=rescale`` lets change: the schedule follows the new length."""
 
@@ -308,7 +316,7 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     for key in RUN_SHAPING:
         before, after = leaves(_select(saved, key), key), leaves(_select(current, key), key)
         differ += [k for k in sorted(before.keys() | after.keys())
-                   if before.get(k) != after.get(k)]
+                   if before.get(k) != after.get(k) and k not in NOT_SHAPING]
     return differ
 
 

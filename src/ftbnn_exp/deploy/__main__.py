@@ -44,6 +44,19 @@ from ftbnn_exp.errors import UserError
 from ftbnn_exp.models import family
 
 
+def positive(text: str) -> int:
+    """An argparse type: a count of 1 or more (``--batches -1`` was taken, and verified
+    nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (allowed: 1, "
+                                         f"2, ...)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ftbnn_exp.deploy",
                                      description=__doc__.splitlines()[0])
@@ -64,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="classes to print per image (default 3)")
     checking = commands.add_parser("verify", help="bit-op exactness on the run's test data")
     checking.add_argument("checkpoint", help="a run's checkpoints/last.ckpt or best.ckpt")
-    checking.add_argument("--batches", type=int, default=None,
+    checking.add_argument("--batches", type=positive, default=None,
                           help="test batches to use (default: the whole test split)")
     checking.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
                           help="data overrides, e.g. data.root=/my/imagenet data.batch_size=8")
@@ -78,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     for command in (exporting, predicting, checking, timing):  # before or after its name
         command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                              dest="command_plugin", help=plugin_help)
-    timing.add_argument("--repeats", type=int, default=30,
+    timing.add_argument("--repeats", type=positive, default=30,
                         help="timed rounds per thread count (default 30)")
-    timing.add_argument("--image-size", type=int, default=None,
+    timing.add_argument("--image-size", type=positive, default=None,
                         help="input side in pixels (default: the run's data size)")
     timing.add_argument("--loaded", action="store_true",
                         help="time the export again beside one busy process (a shared machine)")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ftbnn_exp.artifacts import (
+    check_tensors,
     load_checkpoint,
     load_weights_exactly,
     model_from_checkpoint,
@@ -72,6 +73,7 @@ def read_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise UserError(f"'{file}' is not an ftbnn_exp export ({FORMAT}); make one with "
                         f"`python -m ftbnn_exp.deploy export <checkpoint> <out>`")
     metadata = {**exported["ftbnn_exp"], "source": f"export '{file}'"}
+    check_tensors(exported, metadata["source"])
     stored = sum(t.numel() for t in exported["state_dict"].values()
                  if isinstance(t, torch.Tensor))
     with torch.device("meta"):

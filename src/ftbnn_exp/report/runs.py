@@ -2,20 +2,19 @@
 Hydra's ``.hydra/config.yaml``.
 
 Reports read only these files, as data (``yaml.safe_load``, never resolved or imported), never
-training code.
+training code, and within bounds of size, nesting and YAML aliases
+(:func:`~ftbnn_exp.artifacts.read_json`, :func:`~ftbnn_exp.artifacts.read_yaml`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ftbnn_exp.artifacts import read_json, read_yaml
 from ftbnn_exp.errors import UserError
 
 PAPER_TABLES = ("table1", "table3", "table4")
@@ -118,10 +117,11 @@ def read_curve(run_dir: Path, history: list[dict[str, Any]]) -> list[dict[str, f
 
 def load_run(folder: Path) -> Run:
     """The run recorded in ``folder/metrics.json``; an unreadable record (torn, not a JSON
-    object) is a run with status ``unreadable``, so a report still lists the folder."""
+    object, larger or deeper than :func:`~ftbnn_exp.artifacts.read_json` takes) is a run
+    with status ``unreadable``, so a report still lists the folder."""
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        metrics = read_json(folder / "metrics.json")
+    except UserError:
         metrics = None
     if not isinstance(metrics, dict):
         metrics = {"status": "unreadable"}
@@ -159,12 +159,7 @@ def read_config(folder: Path) -> dict[str, Any] | None:
     file = folder / ".hydra" / "config.yaml"
     if not file.is_file():
         return None
-    try:
-        config = yaml.safe_load(file.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"'{file}' cannot be read as YAML: {type(error).__name__} "
-                        f"{first}".rstrip()) from None
+    config = read_yaml(file)
     if not isinstance(config, dict):
         raise UserError(f"'{file}' is not a YAML mapping of config keys")
     return config

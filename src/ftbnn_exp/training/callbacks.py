@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ftbnn_exp.artifacts import write_json_atomic
+from ftbnn_exp.artifacts import read_json, write_json_atomic
+from ftbnn_exp.errors import UserError
 from ftbnn_exp.training.checkpoint_io import DiskFull, disk_full_named
 from ftbnn_exp.training.module import ClassificationModule
 
@@ -43,10 +43,18 @@ class RunRecord(L.Callback):
         self._earlier_seconds = 0.0  # wall time of the runs this one resumes
         if resuming and self.path.is_file():
             # The record on disk: kept if the resume fails early, and merged into the
-            # checkpoint's history for the epoch the checkpoint was taken in.
-            earlier = json.loads(self.path.read_text())
-            self.history = earlier.get("history", [])
-            self._earlier_seconds = float(earlier.get("wall_seconds") or 0.0)
+            # checkpoint's history for the epoch the checkpoint was taken in (an unreadable
+            # one is replaced: the checkpoint holds the history).
+            try:
+                earlier = read_json(self.path)
+            except UserError:
+                earlier = {}
+            earlier = earlier if isinstance(earlier, dict) else {}
+            history = earlier.get("history")
+            self.history = [row for row in history if isinstance(row, dict) and isinstance(
+                row.get("epoch"), int)] if isinstance(history, list) else []
+            seconds = earlier.get("wall_seconds")
+            self._earlier_seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
         self.status = "running"
         self.test: dict[str, float] = {}
         # The epoch whose batches ran last, and the lr each epoch trained with: both seen
@@ -155,6 +163,32 @@ class RunRecord(L.Callback):
                  if row["epoch"] not in known and row["epoch"] <= self._checkpoint_epoch]
         self.history = sorted(rows, key=lambda row: row["epoch"])
         self._lrs = {int(k): v for k, v in state_dict.get("lrs", {}).items()}
+
+
+VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
+"""Where a Lightning checkpoint keeps the validation loop's batch counters (``loops.fit_loop``)."""
+
+
+class RedoInterruptedValidation(L.Callback):
+    """A checkpoint taken while a validation was under way (SIGTERM after an epoch's last
+    training batch: Lightning defers it to the validation that follows, which stops at its
+    next batch) resumes by running that validation again from its first batch. Lightning
+    itself takes such a checkpoint for one saved after the last batch, whose validation is to
+    be skipped: the epoch then had no ``val/top1`` and best-checkpoint selection missed it. The
+    batches already validated are not reused: their metric states are not in the checkpoint.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get(VAL_PROGRESS)
+        if not progress or progress.get("is_last_batch", True) or not progress["current"][
+                "completed"]:
+            return  # no validation was cut short
+        # Lightning's mark of a validation stopped within a batch (started, not processed):
+        # it goes back to it, and from a current count of 0 it starts at the first batch.
+        progress["current"] = dict.fromkeys(progress["current"], 0)
+        progress["total"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+        progress["is_last_batch"] = False
 
 
 class RngState(L.Callback):
