@@ -38,7 +38,7 @@ table_run = dir=$(SWEEP_DIR)/$(1); $(PY) -m ftbnn_exp -m experiment=$(call rows,
 	hydra.sweep.dir="$$dir" $(job_dir) $(ARGS); \
 	$(call report_after,)
 
-.PHONY: help setup train test test-slow test-slurm lint clean table1 ablation derived bench bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
+.PHONY: help setup train test test-slow test-slurm lint clean table1 ablation derived bench bench-train bench-data bench-gpu bench-gpu-table3 bench-deploy fig2
 
 help: ## List the targets and their variables
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ fig2: $(STAMP) ## Fig. 2: 4 MNIST models × 5 seeds, discrepancy table and pictu
 bench: $(STAMP) ## Memory (ours vs Appendix E) and step time (Lightning vs plain, eager vs compile)
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.speed $(ARGS)
+
+bench-train: $(STAMP) ## Training img/s per data source and mode: python -m ftbnn_exp vs a plain loop
+	$(PY) -m benchmarks.train $(ARGS)
 
 bench-data: $(STAMP) ## Input pipeline img/s per data.backend and worker count beside the model's
 	$(PY) -m benchmarks.data $(ARGS)

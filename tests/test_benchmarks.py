@@ -55,3 +55,21 @@ def test_deploy_benchmark_prints_peers_or_says_why_not_verdicts_scaling_and_brea
         assert row in out, row
     assert out.count("target ≥ ") == 2 * len({1, os.cpu_count() or 1})
     assert out.count("binary convs ") == 3 * len({1, os.cpu_count() or 1})
+
+
+@pytest.mark.slow
+def test_training_benchmark_sources_load_and_step_rate_is_the_median(tmp_path):
+    """make bench-train: every source it writes composes and loads as users' data would, the
+    plain loop trains on it, and a rate is the batch over the median step."""
+    from benchmarks.train import plain, step_rate, write_sources
+    from ftbnn_exp.app.build import build_datamodule
+    from ftbnn_exp.app.config import compose_config
+
+    assert step_rate([0.0, 1.0, 1.5, 3.5, 4.0], batch=8, warmup=1) == 16.0  # steps .5 2 .5
+    sources = write_sources(tmp_path, images=40)
+    for overrides in sources.values():
+        cfg = compose_config([*overrides, "data.num_workers=0"])
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+        assert len(dm.train_set) > 0
+    assert plain([*sources["digits · Fig. 2"], "data.batch_size=16"], steps=2, warmup=1) > 0

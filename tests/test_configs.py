@@ -64,3 +64,19 @@ def test_mistakes_are_named_in_one_line(overrides, message):
         check_overrides(overrides)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("row", sorted(
+    p.stem for p in (CONF_DIR / "experiment" / "table3").glob("*.yaml")))
+def test_the_cpu_cifar10_overlay_keeps_each_rows_modules(row):
+    """paper/table3_cifar10_cpu changes data, width and budget, never a row's model,
+    non-linearity or optimizer (docs/cifar10-cpu.md)."""
+    plain = compose_config([f"experiment=table3/{row}"])
+    cpu = compose_config([f"experiment=table3/{row}", "+paper=table3_cifar10_cpu",
+                          "data.root=/data/cifar10"])
+    validate(cpu, on_this_machine=False)
+    for key in ("nonlinearity", "optimizer", "row"):
+        assert cpu[key] == plain[key]
+    assert {k: v for k, v in cpu.model.items() if k != "width"} == dict(plain.model)
+    assert (cpu.model.width, cpu.data.name, cpu.augment._target_.rsplit(".", 1)[1]) == (
+        16, "cifar10", "CifarCrop")

@@ -110,3 +110,41 @@ def test_timm_registry_builds_our_models():
     assert "ftbnn_derived34" in timm.list_models("ftbnn_*")
     with pytest.raises(ValueError, match="pretrained"):
         timm.create_model("ftbnn_resnet18", pretrained=True)
+
+
+def conv_widths(model: nn.Module) -> list[int]:
+    return sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)})
+
+
+@pytest.mark.parametrize("build", [
+    lambda **kw: ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, 3, 10, 32, **kw),
+    lambda **kw: bireal_resnet(None, 18, 3, 10, 32, **kw),
+    lambda **kw: resnet_fp(18, 3, 10, 32, **kw),
+])
+def test_width_narrows_every_stage_and_64_is_the_paper_model(build):
+    """Table 3 on a CPU (conf/paper/table3_cifar10_cpu.yaml) narrows the rows: every conv and
+    the FC shrink alike; width=64 builds the very model the default builds."""
+    torch.manual_seed(0)
+    default = build()
+    torch.manual_seed(0)
+    same = build(width=64)
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(),
+                                                  same.state_dict().values(), strict=True))
+    narrow = build(width=16)
+    assert conv_widths(default) == [64, 128, 256, 512]
+    assert conv_widths(narrow) == [16, 32, 64, 128]
+    assert narrow.fc.in_features == 128
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_narrow_fp_resnet_is_initialised_as_torchvision_does():
+    narrow = resnet_fp(18, 3, 10, 224, width=16)
+    conv = narrow.layer2[0].conv1  # Kaiming normal, fan_out: std sqrt(2 / (32 · 9))
+    assert abs(conv.weight.std().item() - (2 / (32 * 9)) ** 0.5) < 0.01
+    assert torch.equal(narrow.layer3[1].bn2.weight, torch.ones(64))
+
+
+@pytest.mark.parametrize("width", [0, -16, 1.5, True])
+def test_a_width_that_is_not_a_whole_number_is_refused(width):
+    with pytest.raises(ValueError, match=r"model\.width"):
+        ftbnn_resnet(NonLinearitySchedule(), width=width)

@@ -46,6 +46,15 @@ from ftbnn_exp.nn.parts import has_trait
 BASELINE_WIDTHS = (64, 128, 256, 512)
 
 
+def stage_widths(width: int) -> tuple[int, ...]:
+    """The four stages' widths from the first's, doubling per stage as ResNet's 64-512; 64 is
+    the paper's. Smaller widths scale a row down without changing its modules (a CPU study)."""
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise InvalidArgument(f"model.width={width!r} is not a whole number from 1 (64: the "
+                              f"paper's widths 64-512)")
+    return tuple(width * 2**stage for stage in range(len(BASELINE_WIDTHS)))
+
+
 def real_downsample(in_channels: int, out_channels: int) -> nn.Sequential:
     """The real-valued shortcut of a reduction block: 2×2 avg-pool → 1×1 conv → BN (footnote 1,
     as Bi-Real Net). ``ceil_mode`` keeps odd sizes (MNIST's 7×7) aligned with the strided conv;
@@ -291,12 +300,14 @@ def ftbnn_resnet(
     scaling_options: dict[str, Any] | None = None,
     block: str = "ftbnn",
     stem_nonlinear: str = "identity",
+    width: int = 64,
 ) -> FTBNN:
     """The FTBNN baseline (Fig. 1b): scale-free binary convs and explicit non-linear modules;
     ``binarizer`` and ``scaling`` name other registered parts (Table 1's methods), the
-    ``*_options`` their own arguments; ``block`` another block of :data:`BLOCKS` and
-    ``stem_nonlinear`` a registered module after the stem's BN (``stem_relu``: ``relu``)."""
-    return FTBNN(blocks_per_stage(depth, (18, 34)), schedule, BASELINE_WIDTHS, in_channels,
+    ``*_options`` their own arguments; ``block`` another block of :data:`BLOCKS`,
+    ``stem_nonlinear`` a registered module after the stem's BN (``stem_relu``: ``relu``) and
+    ``width`` the first stage's (64: the paper's)."""
+    return FTBNN(blocks_per_stage(depth, (18, 34)), schedule, stage_widths(width), in_channels,
                  num_classes, image_size, _stem(stem_relu, stem_nonlinear),
                  binary_parts(binarizer, scaling, bound, binarizer_options, scaling_options),
                  block)
@@ -321,15 +332,17 @@ def bireal_resnet(
     scaling: str = "channel_mean",
     binarizer_options: dict[str, Any] | None = None,
     scaling_options: dict[str, Any] | None = None,
+    width: int = 64,
 ) -> FTBNN:
     """Bi-Real Net (Fig. 1a): explicit per-channel scaling and no explicit non-linear module;
     ``explicit_nonlinearity=True`` adds ``schedule``'s modules (ablations). The scale passes
     no gradient, as in Bi-Real's code (``scale_gradient=True``: it does; see
-    :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`). Table 3's row keeps FTBNN's sign binarizer, so
-    that only the scale and the modules differ (``binarizer=approxsign``: Bi-Real's own)."""
+    :class:`~ftbnn_exp.nn.ScaledBinaryConv2d`); ``width`` as for the baseline. Table 3's row
+    keeps FTBNN's sign binarizer, so that only the scale and the modules differ
+    (``binarizer=approxsign``: Bi-Real's own)."""
     options = {**(scaling_options or {}), **({"scale_gradient": True} if scale_gradient else {})}
     return FTBNN(blocks_per_stage(depth, (18, 34)),
-                 schedule if explicit_nonlinearity else IDENTITY, BASELINE_WIDTHS, in_channels,
+                 schedule if explicit_nonlinearity else IDENTITY, stage_widths(width), in_channels,
                  num_classes, image_size, _stem(stem_relu, "identity"),
                  binary_parts(binarizer, scaling, bound, binarizer_options, options))
 
