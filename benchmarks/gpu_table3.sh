@@ -186,12 +186,13 @@ def fastest_backend(args: argparse.Namespace) -> None:
 def probe_times(log: Path, started: float, ended: float) -> tuple[float, float]:
     """(seconds per epoch, seconds of a run besides its epochs) from the probe's log, each
     line stamped with the time it was printed: an epoch is the gap between the lines of
-    epochs 0 and 1 (steady state); the rest of the run's wall time is its overhead."""
+    epochs 1 and 2 (steady state; the console counts from 1); the rest of the run's wall
+    time is its overhead."""
     stamps = {}
     for line in log.read_text().splitlines():
         stamp, _, text = line.partition(" ")
         for epoch in (0, 1):
-            if text.startswith(f"epoch {epoch}:"):
+            if text.startswith(f"epoch {epoch + 1}/"):
                 stamps[epoch] = float(stamp)
     if len(stamps) < 2:
         raise SystemExit(f"error: the probe run printed no epoch lines; see {log}")

@@ -164,7 +164,7 @@ def test_schedule_stage_end_and_period():
 
 @pytest.mark.parametrize(("schedule", "message"), [
     ({"placed": "tanh"}, "nonlinearity.placed='tanh' is not a registered non-linear "
-                         "module; allowed: fprelu, identity, prelu, relu"),
+                         "module; allowed: fprelu, hardtanh, identity, prelu, relu"),
     ({"extra": [{"module": "tanh", "placement": "period"}]},
      "nonlinearity.extra[0].module='tanh' is not a registered non-linear module"),
     ({"extra": [{"module": "relu"}]}, "nonlinearity.extra[0]={'module': 'relu'} must be "
