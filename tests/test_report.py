@@ -299,8 +299,8 @@ def test_a_one_epoch_table_says_what_it_measured_and_flags_what_says_nothing(tmp
             for line in report.splitlines() if line.startswith("| ")}
     assert rows["BNN"][-2:] == ["digits, 8 px, 1 epoch", " |"]
     assert rows["FTBNN † (KD + MS)"][-1] == "at chance (top-1 10.0 %, 1/10 = 10.0 %) |"
-    assert rows["Real-to-Bin baseline"][-1] == "at chance (top-1 14.1 %, 1/10 = 10.0 %) |"
-    assert rows["FTBNN"][-1] == ("train loss 58 at its last epoch (a uniform guess: 2.30) |")
+    assert rows["Real-to-Bin baseline †"][-1] == "at chance (top-1 14.1 %, 1/10 = 10.0 %) |"
+    assert rows["FTBNN †"][-1] == ("train loss 58 at its last epoch (a uniform guess: 2.30) |")
     assert "**Caution:** these runs trained digits, 8 px, 1 epoch" in report
     figure, axes = curves_figure(*_figure_inputs(tmp_path))
     try:
