@@ -66,6 +66,13 @@ def real_downsample(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def block_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
+    """A block's shortcut: the identity (None) unless the block reduces, then
+    :func:`real_downsample`. One rule for every block of :data:`BLOCKS`."""
+    reduces = stride != 1 or in_channels != out_channels
+    return real_downsample(in_channels, out_channels) if reduces else None
+
+
 class BasicBlock(nn.Module):
     """sign → binary 3×3 conv → BN → add shortcut → non-linear module (Fig. 1b). The binarizer
     and the binary conv are parts passed in (``input_quantizer``, ``conv_layer``; the paper's
@@ -87,8 +94,7 @@ class BasicBlock(nn.Module):
         self.binarize = input_quantizer(in_channels)
         self.conv = conv_layer(in_channels, out_channels, 3, stride=stride, padding=1)
         self.bn = nn.BatchNorm2d(out_channels)
-        reduces = stride != 1 or in_channels != out_channels
-        self.downsample = real_downsample(in_channels, out_channels) if reduces else None
+        self.downsample = block_shortcut(in_channels, out_channels, stride)
         self.nonlinear = nonlinear
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,8 +126,7 @@ class ResidualPairBlock(nn.Module):
         self.binarize2 = input_quantizer(out_channels)
         self.conv2 = conv_layer(out_channels, out_channels, 3, stride=1, padding=1)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        reduces = stride != 1 or in_channels != out_channels
-        self.downsample = real_downsample(in_channels, out_channels) if reduces else None
+        self.downsample = block_shortcut(in_channels, out_channels, stride)
         self.nonlinear = nonlinear
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,8 +160,7 @@ class PreNormBlock(nn.Module):
         self.bn = nn.BatchNorm2d(in_channels)
         self.binarize = input_quantizer(in_channels)
         self.conv = conv_layer(in_channels, out_channels, 3, stride=stride, padding=1)
-        reduces = stride != 1 or in_channels != out_channels
-        self.downsample = real_downsample(in_channels, out_channels) if reduces else None
+        self.downsample = block_shortcut(in_channels, out_channels, stride)
         self.nonlinear = nonlinear
 
     def forward(self, x: Tensor) -> Tensor:
