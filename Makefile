@@ -72,11 +72,14 @@ ablation: $(STAMP) ## Table 3: the nine ablation rows as one multirun, then the 
 derived: $(STAMP) ## Table 4: the 20 derived models as one multirun, then the report
 	$(call table_run,table4,3)
 
-test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores)
-	$(PY) -m pytest -q
+# One pytest worker per core, at most 4 (each holds torch and Lightning: ~1.5 GB); a worker and
+# the CLI processes it starts run one thread each (tests/conftest.py). JOBS=1: one process.
+JOBS ?= auto
+test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores; JOBS=1 for one process)
+	$(PY) -m pytest -q -n $(JOBS) --maxprocesses 4
 
-test-slow: $(STAMP) ## Run the tests marked slow
-	$(PY) -m pytest -q -m slow
+test-slow: $(STAMP) ## Run the tests marked slow (long end-to-end runs, benchmark dry runs)
+	$(PY) -m pytest -q -n $(JOBS) --maxprocesses 4 -m slow
 
 test-slurm: $(STAMP) ## Tests against a private one-node SLURM (needs slurm-wlm, munge; else skipped)
 	$(PY) -m pytest -q -m slurm

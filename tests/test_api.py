@@ -59,6 +59,7 @@ def test_later_overrides_replace_earlier_keys():
         "nonlinearity=prelu", "+x=1", "trainer.max_epochs=3", "test_weights=best"]
 
 
+@pytest.mark.slow
 def test_quickstart_runs_end_to_end_then_the_report_reads_its_folder(tmp_path):
     out = tmp_path / "quick"
     done = run_python(str(ROOT / "examples" / "quickstart.py"), str(out), *QUICK, cwd=tmp_path)

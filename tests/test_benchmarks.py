@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run", "--no-compile", "--out",
                            str(tmp_path)], cwd=ROOT, env={**os.environ, "PY": sys.executable},
@@ -32,6 +33,7 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     assert metrics["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_memory_benchmark_counts_both_models():
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--image-size", "64"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

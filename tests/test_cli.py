@@ -19,6 +19,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_baseline_trains_on_digits_and_writes_metrics(tmp_path):
     run_dir = tmp_path / "run"
     done = run_cli("trainer.max_epochs=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)

@@ -212,6 +212,7 @@ def test_the_refusal_says_what_the_file_asks_for(kind, expected, planted, tmp_pa
     assert expected in message and str(file) in message, message
 
 
+@pytest.mark.slow
 def test_the_planted_module_is_refused_from_the_command_line_too(planted, tmp_path):
     """As a user runs it: ``python -m`` puts the working folder, and the planted module, first
     on the path."""

@@ -45,6 +45,7 @@ def plugin_path(monkeypatch):
     monkeypatch.delitem(sys.modules, "ftbnn_plugin_demo", raising=False)
 
 
+@pytest.mark.slow
 def test_a_plugin_placement_and_model_variant_train_and_are_counted(tmp_path, plugin_path):
     run_dir = tmp_path / "run"
     done = subprocess.run(

@@ -125,6 +125,7 @@ def check_job(folder: Path, row: str, seed: int, backend: str) -> None:
     assert (folder / "csv").is_dir() and not list(folder.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_dry_run_of_three_rows_end_to_end(tmp_path):
     """The script's steps on the CPU but gpu.sh (its dry run is tests/test_benchmarks.py's):
     three rows keep it short, one lane running two experiments in one multirun, two seeds

@@ -86,6 +86,7 @@ def run_installed(site: Path, cwd: Path, *command: str) -> subprocess.CompletedP
     return done
 
 
+@pytest.mark.slow
 def test_installed_copy_trains_counts_and_verifies_outside_the_repo(site, tmp_path):
     kernels_here = fast.kernels() is not None  # built now if needed, from the checkout's source
     python = sys.executable

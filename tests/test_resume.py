@@ -86,8 +86,8 @@ def interrupt_at(epoch: int, batch: int, marker: Path, signal_name: str = "SIGTE
     ["trainer.limit_train_batches=6"],
     # image files with random crops and flips, read by two workers (epochs of 4 batches: the
     # rerun's batch comes from the second worker)
-    ["data=folder", "data.image_size=16", "data.num_workers=2", "augment=he2016",
-     "data.batch_size=10", "model=fig2", "model.kind=prelu"],
+    pytest.param(["data=folder", "data.image_size=16", "data.num_workers=2", "augment=he2016",
+                  "data.batch_size=10", "model=fig2", "model.kind=prelu"], marks=pytest.mark.slow),
 ], ids=["digits", "folder-he2016-2-workers"])
 def test_sigterm_mid_epoch_then_rerun_equals_an_uninterrupted_run(tmp_path, data):
     if "data=folder" in data:

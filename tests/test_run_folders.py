@@ -62,6 +62,7 @@ def test_a_second_run_into_a_live_folder_is_refused_in_one_line(tmp_path):
     assert not (run_dir / LOCK).exists()  # released
 
 
+@pytest.mark.slow
 def test_multirun_jobs_each_own_their_folder(tmp_path):
     sweep = tmp_path / "sweep"
     busy, free = sweep / "0-fig2-prelu", sweep / "1-fig2-prelu"

@@ -70,6 +70,7 @@ def test_the_multirun_progress_counts_the_jobs_hydra_makes(overrides, jobs):
     assert sweep_size(overrides) == jobs
 
 
+@pytest.mark.slow
 def test_a_multirun_prints_its_progress(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ftbnn_exp", "-m", *TINY[:-1],
                            "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={tmp_path}"],
