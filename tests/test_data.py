@@ -106,3 +106,31 @@ def test_a_samples_seed_reaches_only_the_cpu_generator(monkeypatch):
     assert torch.equal(torch.get_rng_state(), before)
     want = torch.rand(3, generator=torch.Generator().manual_seed(sample_seed(7, 2, 3)))
     assert torch.equal(got, want)
+
+
+def test_a_batch_fetch_draws_each_sample_under_its_own_seed_and_keeps_the_callers_state():
+    """The loader fetches a batch at once (``__getitems__``: one save and restore of the
+    caller's state a batch): every sample is what it is fetched alone, whatever batch it is
+    in, and the caller's generator stands where it stood."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ftbnn_exp.data.loading import SeededSamples, sample_seed
+
+    class Draw(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            return torch.rand(2)
+
+    samples = SeededSamples(Draw(), seed=3)
+    keys = [(1, 5), (1, 0), (1, 3)]
+    before = torch.get_rng_state()
+    batch = samples.__getitems__(keys)
+    assert torch.equal(torch.get_rng_state(), before)
+    for (epoch, index), got in zip(keys, batch, strict=True):
+        want = torch.rand(2, generator=torch.Generator().manual_seed(sample_seed(3, epoch, index)))
+        assert torch.equal(got, want)
+    loaded = next(iter(DataLoader(samples, batch_size=3, sampler=keys)))
+    assert torch.equal(loaded, torch.stack(batch))

@@ -81,12 +81,21 @@ class SeededSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int] | int) -> Any:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int] | int]) -> list[Any]:
+        """A batch's samples (the loader's batched fetch): the caller's random state is saved
+        and restored once a batch, not once a sample (~8 µs each, a fifth of a small model's
+        step); each sample is still drawn under its own seed."""
         # only the CPU generator: ``torch.manual_seed`` also seeds every device backend (~1.6 ms
         # a call, 96 % of a small model's training); the transforms draw from this one alone
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.dataset[index]
+            return [self._seeded(key) for key in keys]
+
+    def _seeded(self, key: tuple[int, int] | int) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
+        return self.dataset[index]
 
 
 class EpochLoader(StatefulDataLoader):
