@@ -132,13 +132,12 @@ def layer_of(name: str, kernel: fast.FusedBinaryConv, args: tuple, kwargs: dict)
 
 def recorded_layers(model: torch.nn.Module, image_size: int) -> list[Layer]:
     """Every binary conv of ``model``'s fused runner, with the inputs one forward pass gave."""
-    runner, how = fast.fastest(to_inference(model), family(family_of(model)).fast_path)
+    inference = to_inference(model)
+    runner, how = fast.fastest(inference, family_of(model))
     if not how.startswith("fused blocks"):
         raise SystemExit(f"error: {type(model).__name__} ran as {how}, not fused")
-    names = fast.block_names(runner.model)
-    labels = [names[b] for b in runner.blocks]
-    if len(runner.kernels) == len(labels) + 1:
-        labels = ["bridge", *labels]
+    names = fast.block_names(inference)
+    labels = [names[unit.conv].rpartition(".")[0] for unit in runner.units]  # its block
     runner.kernels = [Recorder(k) for k in runner.kernels]
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -154,7 +153,8 @@ def family_of(model: torch.nn.Module) -> str:
 def networks(image_size: int) -> dict[str, torch.nn.Module]:
     """FTBNN-18 and Table 4's L34-G5 at the width the solver gives its 135M row."""
     depth, groups, budget = DERIVED
-    width = solve_width(depth, groups, budget, image_size=image_size).width
+    width = solve_width(family("derived_ftbnn"), {"depth": depth, "groups": groups}, budget,
+                        image_size=image_size).width
     torch.manual_seed(0)  # the same weights every run
     derived = derived_ftbnn(NonLinearitySchedule("relu", "fprelu"), width, depth, groups,
                             image_size=image_size)

@@ -98,18 +98,17 @@ def layer_row(channels: int, size: int, inputs: str, repeats: int
 
 
 def networks(image_size: int) -> dict[str, tuple[nn.Module, str]]:
-    """Our networks (float model, its family's fast path): the FTBNN-18 baseline and Table 4's
+    """Our networks (float model, its family's name): the FTBNN-18 baseline and Table 4's
     L18-G1 and L34-G5 at the widths the solver gives their 135M rows."""
     schedule = NonLinearitySchedule("relu", "fprelu")
     torch.manual_seed(0)  # the same weights every run, as training leaves them (trained_like)
-    found = {"FTBNN-18 baseline": (trained_like(baseline(image_size)).eval(),
-                                   family("ftbnn_resnet").fast_path)}
+    found = {"FTBNN-18 baseline": (trained_like(baseline(image_size)).eval(), "ftbnn_resnet")}
     for depth, groups in DERIVED_ROWS:
-        width = solve_width(depth, groups, 135, image_size=image_size).width
+        width = solve_width(family("derived_ftbnn"), {"depth": depth, "groups": groups}, 135,
+                            image_size=image_size).width
         model = trained_like(derived_ftbnn(schedule, width, depth, groups,
                                            image_size=image_size)).eval()
-        found[f"derived L{depth}-G{groups} (w={width})"] = (model,
-                                                           family("derived_ftbnn").fast_path)
+        found[f"derived L{depth}-G{groups} (w={width})"] = (model, "derived_ftbnn")
     return found
 
 
@@ -123,8 +122,8 @@ def whole_networks(image_size: int, repeats: int) -> None:
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     cores = os.cpu_count() or 1
     ours = {}
-    for name, (model, fast_path) in networks(image_size).items():
-        runner, how = fast.fastest(to_inference(model), fast_path)
+    for name, (model, family_name) in networks(image_size).items():
+        runner, how = fast.fastest(to_inference(model), family_name)
         with torch.no_grad():
             assert torch.equal(runner(x), to_inference(model)(x)), f"{name}: not exact"
         ours[name] = (runner, how)

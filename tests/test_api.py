@@ -149,12 +149,14 @@ def test_the_smallest_budget_a_refusal_states_is_admitted():
     """The bound in ``budget=5``'s refusal is the one the solver then takes; a tenth below
     it is refused."""
     from ftbnn_exp.complexity.solver import solve_width
+    from ftbnn_exp.models import family
 
+    derived, shape = family("derived_ftbnn"), {"depth": 18, "groups": 3}
     with pytest.raises(UserError) as refused:
-        solve_width(18, 3, 5)
+        solve_width(derived, shape, 5)
     message = str(refused.value)
     assert "width=3 measures 11.9M" in message and message.count("\n") == 0
     lowest = float(message.rpartition(">= ")[2])
-    assert solve_width(18, 3, lowest).width == 3
+    assert solve_width(derived, shape, lowest).width == 3
     with pytest.raises(UserError, match=f"allowed: budget >= {lowest:g}"):
-        solve_width(18, 3, round(lowest - 0.1, 1))
+        solve_width(derived, shape, round(lowest - 0.1, 1))

@@ -52,7 +52,9 @@ def test_deploy_benchmark_prints_peers_or_says_why_not_verdicts_scaling_and_brea
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert ("openvino int8, ResNet-18" in out) != ("peers: not installed" in out)
-    for row in ("ours, FTBNN-18 baseline (fused blocks)", "ours, derived L18-G1",
+    assert out.count("(fused blocks (derived_ftbnn's runner))") == 2
+    for row in ("ours, FTBNN-18 baseline (fused blocks (ftbnn_resnet's runner))",
+                "ours, derived L18-G1",
                 "ours, derived L34-G5", "our thread scaling", "where the time goes"):
         assert row in out, row
     assert out.count("target ≥ ") == 2 * len({1, os.cpu_count() or 1})

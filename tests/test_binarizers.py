@@ -169,9 +169,9 @@ def test_registered_traits():
     with torch.no_grad():
         rsign.threshold.copy_(torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1))
     assert torch.equal(fused_form(rsign, "r").threshold, torch.tensor([0.5, -1.0, 2.0]))
-    with pytest.raises(InvalidArgument, match=r"^the fused runner has no form for RPReLU at "
-                                              r"x\.nonlinear \(part 'rprelu'\)$"):
-        fused_form(RPReLU(3), "x.nonlinear")
+    with pytest.raises(InvalidArgument, match=r"^the fused runner has no form for Tanh at "
+                                              r"x\.nonlinear \(not a registered part\)$"):
+        fused_form(nn.Tanh(), "x.nonlinear")
     assert part("nonlinear", "rprelu").cells(RPReLU(2)) == ("β 0.25 [0.25 0.25]",
                                                            "1, γ 0.00 ζ 0.00")
     with pytest.raises(ValueError, match="channels=0"):
@@ -213,17 +213,18 @@ def _randomized(model: nn.Module) -> nn.Module:
 
 @pytest.mark.skipif(fast.kernels() is None, reason="no C++ toolchain here")
 @pytest.mark.parametrize(("binarizer", "nonlinear", "how"), [
-    ("rsign", "rprelu", "C++ binary convs (the fused runner packs sign(x) only; RSign at "
-                        "stages.0.0.binarize binarizes at a learned threshold)"),
-    ("approxsign", "rprelu", "C++ binary convs (the fused runner has no form for RPReLU at "
-                             "stages.0.0.nonlinear (part 'rprelu'))"),
-    ("approxsign", None, "fused blocks"),
-    ("ede", None, "fused blocks"),
+    ("rsign", "rprelu", "C++ binary convs (fell back from ftbnn_resnet's fused runner: the "
+                        "fused runner packs sign(x) only; RSign at stages.0.0.binarize "
+                        "binarizes at a learned threshold)"),
+    ("approxsign", "rprelu", "fused blocks (ftbnn_resnet's runner)"),  # shift, slopes, shift
+    ("approxsign", "hardtanh", "fused blocks (ftbnn_resnet's runner)"),  # a clamp
+    ("approxsign", None, "fused blocks (ftbnn_resnet's runner)"),
+    ("ede", None, "fused blocks (ftbnn_resnet's runner)"),
 ])
 def test_the_export_runs_exactly_fused_or_refused_in_one_line(binarizer, nonlinear, how,
                                                                generator):
     inference = to_inference(_randomized(_resnet(binarizer, nonlinear)))
-    runner, name = fast.fastest(inference, "network")
+    runner, name = fast.fastest(inference, "ftbnn_resnet")
     assert name == how
     x = torch.randn(3, 1, 8, 8, generator=generator)
     with torch.no_grad():

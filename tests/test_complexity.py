@@ -12,7 +12,18 @@ import torch
 from torch import nn
 
 from ftbnn_exp.complexity import count_complexity, solve_width
-from ftbnn_exp.models import bireal_resnet, derived_ftbnn, ftbnn_resnet, resnet_fp
+from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.models import (
+    FTBNN,
+    SolvedWidth,
+    bireal_resnet,
+    derived_ftbnn,
+    family,
+    ftbnn_resnet,
+    register_family,
+    registry,
+    resnet_fp,
+)
 from ftbnn_exp.models.layout import BLOCKS_PER_STAGE
 from ftbnn_exp.nn import BinaryActivation, BinaryConv2d, FPReLU, NonLinearitySchedule
 from ftbnn_exp.paper import PAPER_TABLE4, paper_table4_row
@@ -99,7 +110,7 @@ def test_all_20_rows_solve_to_a_budget_and_match_every_column(capsys):
 
 
 def test_solver_answers_the_nearest_admissible_width():
-    choice = solve_width(18, 3, 100.0)
+    choice = solve_width(family("derived_ftbnn"), {"depth": 18, "groups": 3}, 100.0)
     assert choice.width % 3 == 0 and choice.paper_row is None
     gaps = [abs(b - choice.target) for _, b in choice.neighbours]
     assert all(abs(choice.budget - choice.target) <= gap for gap in gaps)
@@ -123,7 +134,7 @@ def test_unbuildable_width_names_widths_that_work():
 
 
 def test_cli_json_and_error(capsys):
-    from ftbnn_exp.complexity.__main__ import main as complexity_main
+    from ftbnn_exp.app.complexity import main as complexity_main
 
     assert complexity_main(["model=derived", "depth=34", "groups=5", "budget=135",
                             "data=imagenet", "format=json"]) == 0
@@ -135,3 +146,41 @@ def test_cli_json_and_error(capsys):
     bad = subprocess.run([sys.executable, "-m", "ftbnn_exp.complexity", "convention=flops"],
                          capture_output=True, text=True, timeout=300)  # the real command
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "convention" in bad.stderr
+
+
+def _plain(schedule: NonLinearitySchedule, width: int = 64, in_channels: int = 3,
+           num_classes: int = 1000, image_size: int = 224) -> FTBNN:
+    """A family of the test's own: one FTBNN block per stage, widths w to 8w."""
+    return FTBNN([1, 1, 1, 1], schedule, [width * 2**i for i in range(4)], in_channels,
+                 num_classes, image_size)
+
+
+def test_the_solver_builds_any_family_that_says_how_with_its_own_builder(monkeypatch):
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+    register_family("test_solved", takes_schedule=True, solved_width=SolvedWidth(
+        problem=lambda width: None if width % 4 == 0 else "not a multiple of 4"))(_plain)
+    choice = solve_width(family("test_solved"), {}, 30.0, "macs")
+    assert choice.width % 4 == 0 and choice.paper_row is None
+    measured = count_complexity(_plain(NonLinearitySchedule(), choice.width), IMAGENET, "macs")
+    assert choice.budget == measured.budget
+    assert all(abs(choice.budget - choice.target) <= abs(b - choice.target)
+               for _, b in choice.neighbours)
+    assert all(w % 4 == 0 for w, _ in choice.neighbours)
+
+
+def test_a_solved_width_without_a_builder_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+    with pytest.raises(ValueError) as refused:
+        register_family("test_solved", takes_schedule=True, solved_width=True)(_plain)
+    assert str(refused.value) == (
+        "register_family('test_solved'): solved_width=True does not say how the width solver "
+        "builds the family; allowed: solved_width=SolvedWidth(arguments=..., problem=...)")
+    with pytest.raises(ValueError, match=r"^register_family\('test_solved'\): solved_width "
+                                         r"builds at a width with depth, which the builder "
+                                         r"does not take$"):
+        register_family("test_solved", takes_schedule=True,
+                        solved_width=SolvedWidth(("depth",)))(_plain)
+    assert "test_solved" not in registry.FAMILIES
+    with pytest.raises(InvalidArgument, match=r"^model family ftbnn_resnet has no solved "
+                                              r"width; give width=N$"):
+        solve_width(family("ftbnn_resnet"), {}, 90.0)

@@ -114,6 +114,10 @@ def test_checkpoints_of_version_0_1_0_still_load_and_verify(name, family, nonlin
     done = verify_without_hydra(LEGACY / f"legacy-0.1.0-{name}.ckpt")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert "PASS" in done.stdout.splitlines()
+    if fast.kernels() is not None:  # the runner it verified: fused, or the fall-back and why
+        assert ("runner verified: fused blocks (derived_ftbnn's runner)" if name == "derived"
+                else "runner verified: C++ binary convs (fig2_net has no fused runner)"
+                ) in done.stdout.splitlines()
 
 
 def _checkpoint(tmp_path, overrides: list[str], spec: DataSpec):
@@ -195,6 +199,8 @@ def test_trained_model_verifies_exactly(tmp_path, model):
     if fast.kernels() is not None:  # every path of this CPU, on the trained model's test images
         kernels = next(line for line in lines if line.startswith("C++ kernels vs the reference"))
         assert all(f"{path} exact" in kernels for path in fast.supported_paths()), kernels
+        family = "ftbnn_resnet" if model == ["model=baseline"] else "derived_ftbnn"
+        assert f"runner verified: fused blocks ({family}'s runner)" in lines
     ratio = float(re.search(r"fp32 -> [\d.]+ MB packed \(([\d.]+)×\)", done.stdout).group(1))
     assert ratio >= 20
     timed = subprocess.run([sys.executable, "-m", "ftbnn_exp.deploy", "bench",

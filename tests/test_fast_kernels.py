@@ -120,7 +120,8 @@ def test_fast_baseline_predicts_as_the_exported_model(generator):
     with torch.no_grad():
         reference = inference(x)
     for path in PATHS:
-        assert torch.equal(fast.FastFTBNN(inference, fast.PATHS.index(path))(x), reference)
+        runner = fast.fused(inference, "ftbnn_resnet", fast.PATHS.index(path))
+        assert torch.equal(runner(x), reference)
     accelerated = fast.accelerate(to_inference(model))
     with torch.no_grad():
         assert torch.equal(accelerated(x), reference)
@@ -154,7 +155,7 @@ def test_kernels_run_on_every_thread_and_give_the_same_bits_at_any_count(generat
             with torch.no_grad():
                 reference = inference(x)
                 for path in PATHS:
-                    runner = fast.FastFTBNN(inference, fast.PATHS.index(path))
+                    runner = fast.fused(inference, "ftbnn_resnet", fast.PATHS.index(path))
                     assert torch.equal(runner(x), reference) and torch.equal(runner(x),
                                                                              reference)
             results[threads] = [
@@ -178,7 +179,7 @@ def test_fast_baseline_is_exact_where_nhwc_shortcuts_round_differently(num_class
     model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=num_classes,
                          image_size=224).eval()
     inference = to_inference(model)
-    runner = fast.FastFTBNN(inference)
+    runner = fast.fused(inference, "ftbnn_resnet")
     for batch in (1, 2):
         x = torch.randn(batch, 3, size, size)
         with torch.no_grad():
@@ -206,13 +207,13 @@ def test_fast_derived_model_equals_the_export_on_every_path(depth, groups, width
             module.weight.data.uniform_(0.5, 1.5, generator=generator)
             module.bias.data.normal_(0, 0.3, generator=generator)
     inference = to_inference(model.eval())
-    runner, how = fast.fastest(inference, "network")
-    assert isinstance(runner, fast.FastDerived) and how == "fused blocks"
+    runner, how = fast.fastest(inference, "derived_ftbnn")
+    assert isinstance(runner, fast.FusedNetwork) and how == "fused blocks (derived_ftbnn's runner)"
     x = torch.randn(2, 3, size, size, generator=generator)
     with torch.no_grad():
         reference = inference(x)
         for path in PATHS:
-            fused = fast.FastDerived(inference, fast.PATHS.index(path))
+            fused = fast.fused(inference, "derived_ftbnn", fast.PATHS.index(path))
             assert torch.equal(fused(x), reference), path
             assert torch.equal(fused(x), reference), path
 
@@ -226,7 +227,7 @@ def test_breakdown_names_every_part_of_the_fused_and_the_layer_runners(generator
     model = ftbnn_resnet(NonLinearitySchedule("relu", "fprelu"), 18, num_classes=10,
                          image_size=96).eval()
     x = torch.randn(1, 3, 96, 96, generator=generator)
-    fused = breakdown(fast.FastFTBNN(to_inference(model)), x, repeats=2)
+    fused = breakdown(fast.fused(to_inference(model), "ftbnn_resnet"), x, repeats=2)
     assert {"stem", "binary convs", "shortcuts", "pooling + fc"} <= set(fused)
     layers = breakdown(fast.accelerate(to_inference(model)), x, repeats=2)
     assert {"binary convs", "packing", "real convs", "output steps", "pooling", "fc"} <= set(

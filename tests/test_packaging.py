@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 from torch.utils import cpp_extension
 
+from ftbnn_exp.app.complexity import main as complexity_main
 from ftbnn_exp.app.config import CONF_DIR
-from ftbnn_exp.complexity.__main__ import main as complexity_main
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.report.__main__ import main as report_main
 

@@ -149,21 +149,22 @@ def test_the_fused_runner_refuses_a_binarizer_it_cannot_pack_and_runs_it_exactly
         "depth": 18, "in_channels": 1, "num_classes": 10, "image_size": 8,
         "binarizer": "test_threshold"}}))
     inference = to_inference(model)
-    runner, how = fast.fastest(inference, "network")
-    assert how == ("C++ binary convs (the fused runner packs sign(x) only; Thresholded at "
-                   "stages.0.0.binarize binarizes at a learned threshold)")
+    runner, how = fast.fastest(inference, "ftbnn_resnet")
+    assert how == ("C++ binary convs (fell back from ftbnn_resnet's fused runner: the fused "
+                   "runner packs sign(x) only; Thresholded at stages.0.0.binarize binarizes at "
+                   "a learned threshold)")
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(runner(x), inference(x))
     # The same model with the paper's binarizer is fused whole.
     plain = to_inference(_trained_bn(create({"family": "ftbnn_resnet", "kwargs": {
         "depth": 18, "in_channels": 1, "num_classes": 10, "image_size": 8}})))
-    assert fast.fastest(plain, "network")[1] == "fused blocks"
+    assert fast.fastest(plain, "ftbnn_resnet")[1] == "fused blocks (ftbnn_resnet's runner)"
 
 
 def test_deploy_bench_never_times_a_runner_that_differs(monkeypatch, capsys):
     """What ``verify`` would call different is refused by ``bench`` before any timing."""
-    def wrong(inference, fast_path, path=None, stem_precision="fp32"):
+    def wrong(inference, family, path=None, stem_precision="fp32"):
         return (lambda x: inference(x) + 1), "broken runner"
 
     monkeypatch.setattr(fast, "fastest", wrong)

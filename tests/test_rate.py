@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from ftbnn_exp.app.complexity import main as complexity_main
 from ftbnn_exp.complexity import count_complexity, solve_width
-from ftbnn_exp.complexity.__main__ import main as complexity_main
 from ftbnn_exp.deploy import fast, rate
 from ftbnn_exp.deploy.__main__ import main as deploy_main
 from ftbnn_exp.deploy.timing import Spread
-from ftbnn_exp.models import derived_ftbnn
+from ftbnn_exp.models import derived_ftbnn, family
 from ftbnn_exp.models.derived import admissible_widths_near
 from ftbnn_exp.nn import NonLinearitySchedule
 
 IMAGENET = (3, 224, 224)
+L18_G1 = {"depth": 18, "groups": 1}
 ROOT = Path(__file__).resolve().parents[1]
 needs_kernels = pytest.mark.skipif(fast.kernels() is None, reason="no C++ toolchain here")
 
@@ -61,8 +62,9 @@ def test_bad_rate_arguments_name_the_argument():
 def solved():
     """L18-G1's 135M row solved at the paper's rate and at 13 BOPs per FLOP (one process:
     the traces of the widths both visit are counted once)."""
-    return solve_width(18, 1, 135), solve_width(18, 1, 135, rate=64), solve_width(18, 1, 135,
-                                                                                   rate=13)
+    derived = family("derived_ftbnn")
+    return (solve_width(derived, L18_G1, 135), solve_width(derived, L18_G1, 135, rate=64),
+            solve_width(derived, L18_G1, 135, rate=13))
 
 
 def _budget(width: int, at: float) -> float:
@@ -92,7 +94,7 @@ def test_solver_at_another_rate_gives_the_width_nearest_the_target_at_that_rate(
 
 def test_solver_refuses_a_rate_that_is_not_positive():
     with pytest.raises(ValueError, match=r"^budget_rate=0 must be a positive number"):
-        solve_width(18, 1, 135, rate=0)
+        solve_width(family("derived_ftbnn"), L18_G1, 135, rate=0)
 
 
 def test_complexity_budget_rate_prints_both_budgets(capsys):

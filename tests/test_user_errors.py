@@ -194,8 +194,8 @@ def pickled_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Case:
 RUN_CASES = {
     "derived budget=1": lambda *_: (
         ["model=derived", "budget=1"],
-        "budget=1 is below the smallest derived model at depth=18 groups=1: width=1 measures "
-        "11.7M, and a width is taken within 10% of its budget; allowed: budget >= 10.7"),
+        "budget=1 is below the smallest derived_ftbnn model at depth=18 groups=1: width=1 "
+        "measures 11.7M, and a width is taken within 10% of its budget; allowed: budget >= 10.7"),
     "derived groups=1000": lambda *_: (
         ["model=derived", "groups=1000"],
         "budget=135 cannot be met at depth=18 groups=1000: the nearest admissible widths "

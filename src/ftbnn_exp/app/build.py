@@ -68,15 +68,15 @@ def build_datamodule(cfg: DictConfig) -> ClassificationDataModule:
 def resolve_width(specs: RunSpecs, budget: float | None,
                   budget_rate: float = BOPS_PER_FLOP) -> WidthChoice | None:
     """Families with a solved width (the derived models), ``width`` unset: the solver's width
-    for ``budget``, BOPs priced at ``budget_rate`` per FLOP (the paper's 64 by default)."""
+    for ``budget`` (built by the family's builder, counted in its convention), BOPs priced at
+    ``budget_rate`` per FLOP (the paper's 64 by default)."""
     if not specs.family.solved_width or specs.model_kwargs.get("width") is not None:
         return None
     if budget is None:
         raise UserError(f"model family {specs.family.name} needs width=N or budget=M (e.g. "
                         f"budget=90 or budget=135)")
-    kwargs = specs.model_kwargs
-    return solve_width(kwargs["depth"], kwargs["groups"], float(budget), "paper",
-                       rate=float(budget_rate))
+    return solve_width(specs.family, specs.model_kwargs, float(budget),
+                       specs.family.convention, rate=float(budget_rate))
 
 
 def with_data_shape(name: str, kwargs: Mapping[str, Any], data: DataSpec) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from ftbnn_exp.complexity.counter import (
     LayerCount,
     count_complexity,
 )
-from ftbnn_exp.complexity.solver import WidthChoice, derived_budget, solve_width
+from ftbnn_exp.complexity.solver import WidthChoice, solve_width, width_budget
 
 __all__ = [
     "CONVENTIONS",
@@ -14,6 +14,6 @@ __all__ = [
     "LayerCount",
     "WidthChoice",
     "count_complexity",
-    "derived_budget",
     "solve_width",
+    "width_budget",
 ]

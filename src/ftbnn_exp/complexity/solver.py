@@ -1,7 +1,9 @@
 """The width solver of Table 4: "the widths of networks are adjusted to meet the budget".
 
-For a depth, a group number and a target budget, it returns the admissible width (every group
-conv buildable) whose *measured* budget is nearest the target, with its admissible neighbours.
+For a family that declares its width solved (:class:`~ftbnn_exp.models.SolvedWidth`: the
+derived models, with their depth and group number) and a target budget, it returns the
+admissible width (every group conv buildable) whose *measured* budget is nearest the target,
+with its admissible neighbours. It builds each width with the family's own builder.
 The budget prices BOPs at the paper's 1/64 FLOP, or at a rate of the user's (``budget_rate``,
 e.g. a CPU's measured one from ``python -m ftbnn_exp.deploy rate``): the width that meets the
 same target on that hardware.
@@ -9,14 +11,16 @@ same target on that hardware.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from ftbnn_exp.complexity.counter import BOPS_PER_FLOP, count_complexity
 from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.models.derived import derived_ftbnn, width_problem
+from ftbnn_exp.models import Family, SolvedWidth
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.paper import PaperTable4Row, paper_table4_row
 
@@ -57,28 +61,47 @@ def budget_target(budget_m: float, depth: int, groups: int) -> tuple[float, Pape
     return (row.budget_m, row) if row else (budget_m, None)
 
 
+Arguments = tuple[tuple[str, Any], ...]
+"""The arguments a family's width is solved at (``SolvedWidth.arguments``), in order."""
+
+
+def width_arguments(family: Family, kwargs: Mapping[str, Any]) -> tuple[SolvedWidth, Arguments]:
+    """``family``'s width rule and the arguments it builds with: the user's, else the
+    builder's defaults. A one-line refusal for a family that does not solve its width."""
+    rule = family.solved_width
+    if rule is None:
+        raise InvalidArgument(f"model family {family.name} has no solved width; give width=N")
+    parameters = inspect.signature(family.builder).parameters
+    return rule, tuple((name, kwargs.get(name, parameters[name].default))
+                       for name in rule.arguments)
+
+
 @lru_cache(maxsize=512)
-def derived_counts(depth: int, groups: int, width: int, convention: str = "paper",
-                   image_size: int = 224, num_classes: int = 1000) -> tuple[int, int]:
-    """Measured (FLOPs, BOPs) of a derived model at ImageNet size: one trace serves every
+def width_counts(family: Family, arguments: Arguments, width: int, convention: str = "paper",
+                 image_size: int = 224, num_classes: int = 1000) -> tuple[int, int]:
+    """Measured (FLOPs, BOPs) of ``family`` at ``width`` and ``arguments``, built by its own
+    builder with a default schedule at ImageNet size (3 channels): one trace serves every
     rate."""
-    model = derived_ftbnn(NonLinearitySchedule(), width, depth, groups, 3, num_classes,
-                          image_size)
+    parameters = inspect.signature(family.builder).parameters
+    given = {"width": width, **dict(arguments), "schedule": NonLinearitySchedule(),
+             "in_channels": 3, "num_classes": num_classes, "image_size": image_size}
+    model = family.builder(**{k: v for k, v in given.items() if k in parameters})
     counted = count_complexity(model, (3, image_size, image_size), convention)
     return counted.flops, counted.bops
 
 
-def derived_budget(depth: int, groups: int, width: int, convention: str = "paper",
-                   image_size: int = 224, num_classes: int = 1000,
-                   rate: float = BOPS_PER_FLOP) -> float:
-    """Measured budget (FLOPs + BOPs/``rate``; the paper's 64 by default) of a derived model
-    at ImageNet size."""
-    flops, bops = derived_counts(depth, groups, width, convention, image_size, num_classes)
+def width_budget(family: Family, arguments: Arguments, width: int, convention: str = "paper",
+                 image_size: int = 224, num_classes: int = 1000,
+                 rate: float = BOPS_PER_FLOP) -> float:
+    """Measured budget (FLOPs + BOPs/``rate``; the paper's 64 by default) at ImageNet size."""
+    flops, bops = width_counts(family, arguments, width, convention, image_size, num_classes)
     return flops + bops / rate
 
 
-def admissible_widths(groups: int, limit: int = MAX_WIDTH) -> list[int]:
-    return [w for w in range(1, limit + 1) if width_problem(w, groups) is None]
+def admissible_widths(rule: SolvedWidth, arguments: Arguments, limit: int = MAX_WIDTH
+                      ) -> list[int]:
+    return [w for w in range(1, limit + 1)
+            if rule.problem is None or rule.problem(w, **dict(arguments)) is None]
 
 
 def _quadratic_guess(points: list[tuple[int, float]], target: float) -> float:
@@ -106,12 +129,14 @@ def _width_guess(candidates: list[int], budget: Callable[[int], float], target: 
     return _quadratic_guess([(candidates[i], budget(i)) for i in seeds], target)
 
 
-def solve_width(depth: int, groups: int, budget_m: float, convention: str = "paper",
-                image_size: int = 224, num_classes: int = 1000,
+def solve_width(family: Family, kwargs: Mapping[str, Any], budget_m: float,
+                convention: str = "paper", image_size: int = 224, num_classes: int = 1000,
                 rate: float = BOPS_PER_FLOP) -> WidthChoice:
-    """The admissible width whose measured budget, FLOPs + BOPs/``rate``, is nearest the
-    target of ``budget_m`` (in M, see :func:`budget_target`; at another rate than 64 the
-    target stays the same number: the model that costs it on hardware of that rate).
+    """The admissible width of ``family`` (at the arguments of ``kwargs`` its
+    :class:`~ftbnn_exp.models.SolvedWidth` names) whose measured budget, FLOPs +
+    BOPs/``rate``, is nearest the target of ``budget_m`` (in M, see :func:`budget_target`; at
+    another rate than 64 the target stays the same number: the model that costs it on
+    hardware of that rate).
 
     Three measured widths seed a quadratic guess (budget = BOPs/64, which grow with w², plus
     FLOPs, which grow with w); then the widths around the guess are measured, walking on until
@@ -122,25 +147,28 @@ def solve_width(depth: int, groups: int, budget_m: float, convention: str = "pap
         raise InvalidArgument(f"budget={budget_m} must be a positive number of millions")
     if not rate > 0:
         raise InvalidArgument(f"budget_rate={rate} must be a positive number of BOPs per FLOP")
-    target_m, paper_row = budget_target(budget_m, depth, groups)
+    rule, arguments = width_arguments(family, kwargs)
+    named = dict(arguments)
+    target_m, paper_row = (budget_target(budget_m, named["depth"], named["groups"])
+                           if rule.table4 else (budget_m, None))
     target = target_m * 1e6
-    candidates = admissible_widths(groups)
-    shape = f"depth={depth} groups={groups}" + (f" budget_rate={rate:g}"
-                                                 if rate != BOPS_PER_FLOP else "")
+    candidates = admissible_widths(rule, arguments)
+    shape = " ".join(f"{k}={v}" for k, v in arguments) + (
+        f" budget_rate={rate:g}" if rate != BOPS_PER_FLOP else "")
 
     def budget(index: int) -> float:
-        return derived_budget(depth, groups, candidates[index], convention, image_size,
-                              num_classes, rate)
+        return width_budget(family, arguments, candidates[index], convention, image_size,
+                            num_classes, rate)
 
     if not candidates:
-        raise InvalidArgument(f"groups={groups} admits no width up to {MAX_WIDTH}; allowed: "
-                              f"groups up to {MAX_WIDTH}")
+        raise InvalidArgument(f"{family.name} at {shape} admits no width up to {MAX_WIDTH}; "
+                              f"allowed: arguments some width up to {MAX_WIDTH} builds")
     smallest = budget(0)
     if smallest - target > TOLERANCE * target:
         # the smallest target that width still meets, rounded up: the value stated is taken
         lowest = math.ceil(smallest / (1 + TOLERANCE) / 1e5) / 10
         raise InvalidArgument(
-            f"budget={budget_m:g} is below the smallest derived model at {shape}: width="
+            f"budget={budget_m:g} is below the smallest {family.name} model at {shape}: width="
             f"{candidates[0]} measures {smallest / 1e6:.1f}M, and a width is taken within "
             f"{TOLERANCE:.0%} of its budget; allowed: budget >= {lowest:g}")
     guess = _width_guess(candidates, budget, target)

@@ -41,7 +41,6 @@ from ftbnn_exp.deploy.export import (
     verify_table,
 )
 from ftbnn_exp.errors import UserError
-from ftbnn_exp.models import family
 
 
 def positive(text: str) -> int:
@@ -111,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bench(args: argparse.Namespace) -> int:
     """Milliseconds per image, batch 1, at each thread count: the float model in PyTorch eval
-    against its export on the C++ kernels (fused for the baseline, per conv otherwise), and
+    against its export on the C++ kernels (its family's fused runner, else per conv), and
     the export's time by layer type."""
     from functools import partial
 
@@ -126,8 +125,7 @@ def _bench(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(checkpoint)
     spec = data_module(metadata).spec
     inference = to_inference(model)
-    runner, how = fast.fastest(inference, family(model_spec(metadata).family).fast_path,
-                               stem_precision=args.stem)
+    runner, how = fast.fastest(inference, model_spec(metadata).family, stem_precision=args.stem)
     threads = args.threads or sorted({1, os.cpu_count() or 1})
     if any(t < 1 for t in threads):
         raise UserError(f"--threads {threads}: thread counts must be positive")
@@ -209,8 +207,9 @@ def _run(args: argparse.Namespace) -> int:
     table, passed = verify_table(checks, summary)
     print(table)
     images = next(iter(datamodule.test_dataloader()))[0]
-    paths = fast.check_paths(inference, images, family(model_spec(metadata).family).fast_path,
-                             args.stem)
+    how, paths = fast.check_paths(inference, images, model_spec(metadata).family, args.stem)
+    if paths:
+        print(f"runner verified: {how}")
     if paths and args.stem == "fp32":
         print(f"C++ kernels vs the reference engine, logits on {len(images)} test images: "
               + ", ".join(f"{path} {'exact' if exact else 'DIFFERENT'}"

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ftbnn_exp.deploy.runners import IDENTITY_SHORTCUT, FusedPlan, FusedUnit, register_runner
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models.layout import (
     FTBNN_PARTS,
@@ -25,7 +26,7 @@ from ftbnn_exp.models.layout import (
     halved,
     is_small_input,
 )
-from ftbnn_exp.models.registry import register_family, register_variant
+from ftbnn_exp.models.registry import SolvedWidth, register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
     BinaryActivation,
@@ -152,11 +153,15 @@ class ReductionBlock(nn.Module):
         self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1, count_include_pad=False)
         self.nonlinear = nonlinear
 
+    def shortcut(self, x: Tensor) -> Tensor:
+        """The pooled input, copied and pasted (the fused runner computes it the same way)."""
+        pooled = self.pool(x)
+        return torch.cat([pooled, pooled], dim=1)
+
     def forward(self, x: Tensor) -> Tensor:
         doubled = torch.cat([x, x], dim=1)
-        pooled = self.pool(x)
-        shortcut = torch.cat([pooled, pooled], dim=1)
-        return self.nonlinear(binary_conv_bn(doubled, self.binarize, self.conv, self.bn) + shortcut)
+        return self.nonlinear(binary_conv_bn(doubled, self.binarize, self.conv, self.bn)
+                              + self.shortcut(x))
 
 
 class DerivedFTBNN(nn.Module):
@@ -207,8 +212,10 @@ class DerivedFTBNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_family("derived_ftbnn", takes_schedule=True, convention="paper", solved_width=True,
-                 fast_path="network")
+@register_family("derived_ftbnn", takes_schedule=True, convention="paper",
+                 solved_width=SolvedWidth(("depth", "groups"),
+                                          lambda width, depth, groups: width_problem(width, groups),
+                                          table4=True))
 def derived_ftbnn(
     schedule: NonLinearitySchedule,
     width: int,
@@ -229,6 +236,19 @@ def derived_ftbnn(
                         num_classes, image_size,
                         binary_parts(binarizer, scaling, bound, binarizer_options,
                                      scaling_options))
+
+
+@register_runner("derived_ftbnn")
+def fused_derived(model: DerivedFTBNN) -> FusedPlan:
+    """A derived model's export as the fused runner runs it: the bridge (no shortcut, no
+    module), then each block one unit: a normal block's shortcut is its input, a reduction
+    block's input is doubled and its shortcut pooled and doubled."""
+    bridge = FusedUnit(model.bridge[0], model.bridge[1], model.bridge[2], None, None)
+    units = [FusedUnit(b.binarize, b.conv, b.bn, b.nonlinear, b.shortcut, doubled=True)
+             if isinstance(b, ReductionBlock) else
+             FusedUnit(b.binarize, b.conv, b.bn, b.nonlinear, IDENTITY_SHORTCUT)
+             for stage in model.stages for b in stage]
+    return FusedPlan(model.stem, (bridge, *units), model.forward_head)
 
 
 for _depth, _width in ((18, 128), (34, 88), (44, 76)):

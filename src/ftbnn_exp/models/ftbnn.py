@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ftbnn_exp.deploy.runners import IDENTITY_SHORTCUT, FusedPlan, FusedUnit, register_runner
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models.layout import (
     FTBNN_PARTS,
@@ -289,7 +290,7 @@ def _stem(stem_relu: bool, stem_nonlinear: str) -> str:
     return "relu" if stem_relu else stem_nonlinear
 
 
-@register_family("ftbnn_resnet", takes_schedule=True, fast_path="network")
+@register_family("ftbnn_resnet", takes_schedule=True)
 def ftbnn_resnet(
     schedule: NonLinearitySchedule,
     depth: int = 18,
@@ -315,6 +316,23 @@ def ftbnn_resnet(
                  num_classes, image_size, _stem(stem_relu, stem_nonlinear),
                  binary_parts(binarizer, scaling, bound, binarizer_options, scaling_options),
                  block)
+
+
+@register_runner("ftbnn_resnet")
+def fused_baseline(model: FTBNN) -> FusedPlan:
+    """The baseline's export as the fused runner runs it: each :class:`BasicBlock` one unit,
+    its shortcut the input or, where it reduces, the real 1×1 shortcut. Other blocks
+    (``block=resnet``, ``real2bin``) are refused in one line: the runner falls back to the
+    binary convs alone."""
+    blocks = [block for stage in model.stages for block in stage]
+    other = next((b for b in blocks if type(b) is not BasicBlock), None)
+    if other is not None:
+        raise InvalidArgument(f"the fused runner runs FTBNN blocks (block=ftbnn), not "
+                              f"{type(other).__name__}")
+    return FusedPlan(model.stem, tuple(
+        FusedUnit(b.binarize, b.conv, b.bn, b.nonlinear,
+                  IDENTITY_SHORTCUT if b.downsample is None else b.downsample)
+        for b in blocks), model.forward_head)
 
 
 def _bireal_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:

@@ -2,10 +2,12 @@
 
 Every family is registered beside its builder with :func:`register_family`; the entry carries
 what the rest of the framework needs to know of it (does it take a non-linearity schedule, how
-Table 4 counts its FLOPs, is its width solved for a budget, how the fast CPU path runs it), so
-nothing else tests family names. Each family is also a ``timm`` model. A :class:`ModelSpec`
-(family + constructor keyword arguments + package version) is stored in every checkpoint and
-export, and :func:`create` rebuilds the model from it without any config system.
+Table 4 counts its FLOPs, how its width is solved for a budget), so nothing else tests family
+names. A family's fused deploy runner is declared beside it too, in
+:mod:`ftbnn_exp.deploy.runners` (deployment never imports a model). Each family is also a
+``timm`` model. A :class:`ModelSpec` (family + constructor keyword arguments + package
+version) is stored in every checkpoint and export, and :func:`create` rebuilds the model
+from it without any config system.
 """
 
 from __future__ import annotations
@@ -27,9 +29,6 @@ from ftbnn_exp.validation import check_annotation
 Builder = Callable[..., nn.Module]
 NonLinearityLabel = Callable[[Mapping[str, Any], str], str]
 """``(kwargs, schedule name) -> the non-linearity the model really uses`` (reports)."""
-FAST_PATHS = ("network", "layers")
-"""``network``: the whole network fused on the C++ kernels (scale-free FTBNN blocks);
-``layers``: each binary conv on the kernels, the rest in PyTorch."""
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
@@ -41,19 +40,32 @@ def _package_version() -> str:
 
 
 @dataclass(frozen=True)
+class SolvedWidth:
+    """How Table 4's width solver ("the widths of networks are adjusted to meet the budget";
+    ``complexity/solver.py``) builds a family whose ``width`` is solved: with the family's own
+    builder, at ``width``, the builder's ``arguments`` named here (as the user set them, else
+    their defaults), a default schedule and ImageNet's input, whose budget it measures.
+    ``problem(width, **those arguments)`` says why a width cannot be built (None: it can), so
+    only buildable widths are tried; ``table4``: ``budget=90``/``135`` name Table 4's rows,
+    looked up by the arguments ``depth`` and ``groups``."""
+
+    arguments: tuple[str, ...] = ()
+    problem: Callable[..., str | None] | None = None
+    table4: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
     """A model family and its traits: ``takes_schedule``, the builder's first argument is a
     :class:`NonLinearitySchedule`; ``convention``, how its FLOPs are counted by default;
-    ``solved_width``, its ``width`` argument, when unset, is solved for a budget (Table 4);
-    ``fast_path``, how deployment runs it (:data:`FAST_PATHS`); ``nonlinearity_label``, what
-    reports call its non-linearity."""
+    ``solved_width``, a :class:`SolvedWidth`: its ``width`` argument, when unset, is solved for
+    a budget (Table 4); ``nonlinearity_label``, what reports call its non-linearity."""
 
     name: str
     builder: Builder
     takes_schedule: bool = False
     convention: str = "macs"
-    solved_width: bool = False
-    fast_path: str = "layers"
+    solved_width: SolvedWidth | None = None
     nonlinearity_label: NonLinearityLabel | None = None
 
     def check_arguments(self, kwargs: Mapping[str, Any], prefix: str = "",
@@ -89,13 +101,29 @@ def register_family(name: str, **traits: Any) -> Callable[[Builder], Builder]:
 
     def register(builder: Builder) -> Builder:
         family = Family(name, builder, **traits)
-        if family.fast_path not in FAST_PATHS:
-            raise ValueError(f"fast_path={family.fast_path!r}; allowed: {', '.join(FAST_PATHS)}")
+        _check_solved_width(family)
         FAMILIES[name] = family
         _register_timm(name, builder.__module__, {})
         return builder
 
     return register
+
+
+def _check_solved_width(family: Family) -> None:
+    """A family whose width is solved says how the solver builds it, and its builder takes a
+    width; one line otherwise."""
+    declared = family.solved_width
+    if declared is None:
+        return
+    if not isinstance(declared, SolvedWidth):
+        raise ValueError(f"register_family({family.name!r}): solved_width={declared!r} does not "
+                         f"say how the width solver builds the family; allowed: "
+                         f"solved_width=SolvedWidth(arguments=..., problem=...)")
+    parameters = inspect.signature(family.builder).parameters
+    missing = [n for n in ("width", *declared.arguments) if n not in parameters]
+    if missing:
+        raise ValueError(f"register_family({family.name!r}): solved_width builds at a width "
+                         f"with {', '.join(missing)}, which the builder does not take")
 
 
 def register_variant(name: str, family: str, **defaults: Any) -> None:

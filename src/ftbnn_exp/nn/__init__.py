@@ -12,11 +12,11 @@ from ftbnn_exp.nn.conv import (
     binary_weight_parameters,
     set_binarization,
 )
+from ftbnn_exp.nn.fused import FusedActivation
 from ftbnn_exp.nn.lean import binary_conv_bn
 from ftbnn_exp.nn.nonlinearity import IDENTITY, NonLinearitySchedule, make_nonlinear_module
 from ftbnn_exp.nn.parts import (
     PARTS,
-    FusedActivation,
     FusedBinarizer,
     Part,
     fused_form,

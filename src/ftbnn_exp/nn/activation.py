@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ftbnn_exp.nn.fused import FusedActivation, shift, slopes
 from ftbnn_exp.nn.lean import FPReLUFunction
-from ftbnn_exp.nn.parts import FusedActivation, mean_range, register_part
+from ftbnn_exp.nn.parts import mean_range, register_part
 
 
 @register_part(
@@ -42,15 +43,21 @@ def _rprelu_cells(module: RPReLU) -> tuple[str, str]:
             f"1, γ {module.gamma.mean():.2f} ζ {module.zeta.mean():.2f}")
 
 
-@register_part("nonlinear", "rprelu", label="RPReLU", describe=_rprelu_cells)
+def _rprelu_fused(module: RPReLU) -> tuple[FusedActivation, ...]:
+    """Its own three operations in its order: ``x − γ`` (exactly ``x + (−γ)``), PReLU (slope 1
+    above 0: ``y · 1 = y``), ``+ ζ``."""
+    return (shift(-module.gamma), slopes(module.beta, 1.0), shift(module.zeta))
+
+
+@register_part("nonlinear", "rprelu", label="RPReLU", describe=_rprelu_cells,
+               fused=_rprelu_fused)
 class RPReLU(nn.Module):
     """ReActNet's RPReLU (Liu et al. 2020, Eq. 3): ``PReLU_β(x − γ) + ζ``, i.e. ``x − γ + ζ``
     where ``x > γ`` and ``β(x − γ) + ζ`` where ``x ≤ γ``, all three per channel.
 
     Initialised as ReActNet's code (``LearnableBias`` → ``nn.PReLU`` → ``LearnableBias``):
     shifts γ = ζ = 0 and slope β = 0.25, PyTorch's PReLU default; so it starts as a PReLU.
-    No fused form: the output step has no shift after its slopes (ζ), so the fused runner
-    refuses it in one line and deployment runs it on the per-conv path.
+    Its fused form is shift → slopes → shift (:mod:`.fused`).
     """
 
     def __init__(self, channels: int) -> None:

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ftbnn_exp.errors import InvalidArgument
-from ftbnn_exp.nn.parts import FusedActivation, mean_range, part, register_part
+from ftbnn_exp.nn.fused import FusedActivation, clamp
+from ftbnn_exp.nn.parts import mean_range, part, register_part
 from ftbnn_exp.nn.placement import BlockPosition, check_placement_args, placement
 
 
@@ -41,8 +42,9 @@ register_part("nonlinear", "prelu", label="PReLU", fused=_prelu_fused,
 
 # IR-Net's explicit non-linearity (Qin et al. 2020, §4.2: "we select Hardtanh as our
 # activation function instead of ReLU"), after the stem and every residual add of its
-# ImageNet ResNet-18; clamp to [-1, 1]. No fused deploy form: the per-conv path runs it.
+# ImageNet ResNet-18; clamp to [-1, 1], fused as a clamp.
 register_part("nonlinear", "hardtanh", label="Hardtanh",
+              fused=lambda m: clamp(m.min_val, m.max_val),
               make=lambda channels: nn.Hardtanh())(nn.Hardtanh)
 
 

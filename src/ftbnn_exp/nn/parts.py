@@ -59,17 +59,6 @@ FRAMEWORK_ARGUMENTS = {
 
 
 @dataclass(frozen=True)
-class FusedActivation:
-    """A non-linear module as the deploy output step computes it, per channel:
-    ``y · negative`` where ``y ≤ 0``, ``y · positive`` where ``y > 0`` (``kind="slopes"``), or
-    ``none`` / ``relu`` without parameters."""
-
-    kind: str
-    negative: Tensor | None = None
-    positive: Tensor | None = None
-
-
-@dataclass(frozen=True)
 class FusedBinarizer:
     """A binarizer as the deploy packing step computes it: the sign of ``x − threshold`` per
     channel (``threshold`` None: of ``x`` itself, ``torch.sign`` with 0 kept)."""

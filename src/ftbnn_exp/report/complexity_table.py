@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftbnn_exp.complexity import count_complexity, solve_width
-from ftbnn_exp.models import derived_ftbnn
+from ftbnn_exp.models import derived_ftbnn, family
 from ftbnn_exp.nn import NonLinearitySchedule
 from ftbnn_exp.paper import PAPER_TABLE4, PaperTable4Row
 
@@ -27,7 +27,8 @@ class ComplexityComparison:
 
 
 def compare_row(paper: PaperTable4Row) -> ComplexityComparison:
-    width = solve_width(paper.depth, paper.groups, paper.budget).width
+    width = solve_width(family("derived_ftbnn"), {"depth": paper.depth, "groups": paper.groups},
+                        paper.budget).width
     model = derived_ftbnn(NonLinearitySchedule(), width, paper.depth, paper.groups)
     c = count_complexity(model, (3, 224, 224), "paper")
     return ComplexityComparison(paper, width, c.flops / 1e6, c.bops / 1e6, c.params / 1e6,
