@@ -11,8 +11,6 @@ free), and the trainer must fit the machine it starts on (:func:`check_machine`)
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
 import math
 import os
 import re
@@ -38,6 +36,7 @@ from lightning.pytorch.plugins.environments import (
 )
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ftbnn_exp import plugins
 from ftbnn_exp.artifacts import load_checkpoint
 from ftbnn_exp.complexity import CONVENTIONS
 from ftbnn_exp.errors import UserError, one_line_message
@@ -45,7 +44,15 @@ from ftbnn_exp.models import Family, family
 from ftbnn_exp.nn import NonLinearitySchedule, part
 from ftbnn_exp.training.distillation import STAGE_MODES, DistillationSpec
 from ftbnn_exp.training.optim import OptimizerSpec, SchedulerSpec
-from ftbnn_exp.validation import BOOLEAN, FRACTION, INTEGER, NUMBER, TEXT, check_value
+from ftbnn_exp.validation import (
+    BOOLEAN,
+    FRACTION,
+    INTEGER,
+    NUMBER,
+    TEXT,
+    check_value,
+    keyword_arguments,
+)
 
 CONF_DIR = Path(str(files("ftbnn_exp.conf")))
 """The package's configs, where this copy is installed (the repository's ``conf/`` in an
@@ -160,22 +167,6 @@ def spec_from(cls: type, section: DictConfig | dict, **given: Any) -> Any:
     return cls(**values)
 
 
-def import_plugins(cfg: DictConfig) -> None:
-    """Import ``plugins``: modules that register model families or placements."""
-    for module in cfg.get("plugins") or []:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise UserError(f"plugins: module {module!r} cannot be imported ({error})") from None
-        except Exception as error:  # the plug-in's own bug: still one line
-            raise UserError(f"plugins: module {module!r} raised while imported "
-                            f"({type(error).__name__}: {one_line_message(error)})") from None
-        except SystemExit as done:  # sys.exit() at import would end every command silently
-            raise UserError(f"plugins: module {module!r} called sys.exit({done.code!r}) while "
-                            f"imported; allowed: a module that only registers its parts"
-                            ) from None
-
-
 def schedule_of(cfg: DictConfig) -> NonLinearitySchedule:
     """``nonlinearity=``'s modules, placed where ``placement=`` says (SCHEDULE_FROM_PLACEMENT)."""
     p = cfg.placement
@@ -197,9 +188,9 @@ def specs(cfg: DictConfig) -> RunSpecs:
              if not (entry.solved_width and k == "width" and v is None)}
     entry.check_arguments(given, "model.", hidden=(*DATA_SHAPE_KEYS, "schedule"),
                           complete=False)
-    for kind in ("binarizer", "scaling"):  # registered parts, named before anything is built
-        if kind in kwargs:
-            part(kind, kwargs[kind], f"model.{kind}")
+    for argument, (kind, name) in (entry.part_names(kwargs) or {}).items():
+        if argument in kwargs:  # registered parts, named before anything is built
+            part(kind, name, f"model.{argument}")
     return RunSpecs(
         family=entry,
         model_kwargs=kwargs,
@@ -238,23 +229,15 @@ def schema_leaves(section: str) -> set[str]:
 
 
 def target_parameters(target: str) -> set[str] | None:
-    """The keyword arguments ``target`` takes, a class's through the ``**kwargs`` each
-    ``__init__`` hands to its bases; None when it takes any keyword."""
+    """The keyword arguments ``target`` takes (:func:`~ftbnn_exp.validation.keyword_arguments`);
+    None when it takes any keyword."""
     try:
         found = get_object(target)
     except Exception as error:
         raise UserError(f"_target_={target} cannot be imported ({one_line_message(error)})"
                         ) from None
-    functions = ([c.__dict__["__init__"] for c in found.__mro__ if "__init__" in c.__dict__]
-                 if inspect.isclass(found) else [found])
-    names: set[str] = set()
-    for function in functions:
-        parameters = inspect.signature(function).parameters.values()
-        names |= {p.name for p in parameters
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-            return names
-    return None
+    names, open_ended = keyword_arguments(found)
+    return None if open_ended else set(names)
 
 
 def section_keys(name: str, section: DictConfig) -> tuple[set[str] | None, str]:
@@ -398,7 +381,7 @@ def validate(cfg: DictConfig, on_this_machine: bool = True) -> RunSpecs:
     missing = missing_keys(cfg)
     if missing:
         raise UserError(f"{missing[0]} is required here (set {missing[0]}=...)")
-    import_plugins(cfg)
+    plugins.load(cfg.get("plugins") or [], option="plugins")
     check_known_keys(cfg)
     for key, (kind, allowed, positive, optional) in _SCHEMA.items():
         parent, _, leaf = key.rpartition(".")

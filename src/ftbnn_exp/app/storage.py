@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from ftbnn_exp.artifacts import load_checkpoint
+from ftbnn_exp.configs import ABSENT, config_diff
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.training.checkpoint_io import disk_full_named
 
@@ -304,19 +305,20 @@ def _select(config: dict[str, Any], key: str) -> Any:
     return config
 
 
-def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The run-shaping keys (leaves) whose values differ between two resolved configs."""
-    def leaves(value: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return {k: v for key, item in value.items()
-                    for k, v in leaves(item, f"{prefix}.{key}").items()}
-        return {prefix: value}
+def _resumed_value(value: Any) -> Any:
+    """A value as a resume compares it: by equality (1 and 1.0 are one setting), a key absent
+    from an older checkpoint's config the same as null or ``{}`` (a key added since)."""
+    return None if value is ABSENT or value == {} else value
 
+
+def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The run-shaping keys (leaves) whose values differ between two resolved configs, in
+    :data:`RUN_SHAPING`'s order (the one config diff: :func:`ftbnn_exp.configs.config_diff`)."""
+    diff = config_diff([saved, current], same=_resumed_value)
     differ = []
     for key in RUN_SHAPING:
-        before, after = leaves(_select(saved, key), key), leaves(_select(current, key), key)
-        differ += [k for k in sorted(before.keys() | after.keys())
-                   if before.get(k) != after.get(k) and k not in NOT_SHAPING]
+        differ += sorted(k for k in diff if (k == key or k.startswith(f"{key}."))
+                         and k not in NOT_SHAPING)
     return differ
 
 

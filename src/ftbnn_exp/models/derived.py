@@ -25,7 +25,7 @@ from ftbnn_exp.models.layout import (
     halved,
     is_small_input,
 )
-from ftbnn_exp.models.registry import register_family, register_variant
+from ftbnn_exp.models.registry import BINARY_PARTS, register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
     BinaryActivation,
@@ -208,7 +208,7 @@ class DerivedFTBNN(nn.Module):
 
 
 @register_family("derived_ftbnn", takes_schedule=True, convention="paper", solved_width=True,
-                 fast_path="network")
+                 fast_path="network", parts=BINARY_PARTS)
 def derived_ftbnn(
     schedule: NonLinearitySchedule,
     width: int,

@@ -10,26 +10,12 @@ and wall time, one column per run.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftbnn_exp.configs import config_diff
 from ftbnn_exp.report.runs import Run, read_config
-
-ABSENT = "(absent)"
-"""A key one run's config has and another's lacks."""
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys (``optimizer.lr``) to leaf values; a list or an empty mapping is a value."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_source(runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
@@ -41,25 +27,6 @@ def config_source(runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
         return ".hydra/config.yaml as saved, not resolved", saved
     return ("metrics.json's resolved config: a run folder has no .hydra/config.yaml",
             [run.metrics.get("config") or {} for run in runs])
-
-
-def config_diff(configs: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """The dotted keys whose values are not the same in every config, in the order they first
-    appear, with each config's value (:data:`ABSENT` where it has none)."""
-    flat = [flatten(config) for config in configs]
-    keys = dict.fromkeys(key for one in flat for key in one)
-    diff = {}
-    for key in keys:
-        values = [one.get(key, ABSENT) for one in flat]
-        if any(_same(v) != _same(values[0]) for v in values[1:]):
-            diff[key] = values
-    return diff
-
-
-def _same(value: Any) -> str:
-    """A value's identity for the diff, as its JSON text: 1, 1.0 and true are different
-    settings; mappings compare whatever their key order."""
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def text(value: Any) -> str:

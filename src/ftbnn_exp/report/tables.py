@@ -4,7 +4,6 @@ row's mean ± std over its seeds, and the rows its difference from is not resolv
 from __future__ import annotations
 
 import csv
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,24 +180,12 @@ def _results(rows: dict[str, RowSeeds]) -> dict[str, list[Run]]:
     return {key: row.runs for key, row in rows.items() if row.runs}
 
 
-def _part_name(spec: Mapping[str, Any], key: str) -> str | None:
-    """A run's part ``key`` (binarizer, scaling): from its model spec, else its family's
-    default; None where the family has no such argument."""
-    kwargs = spec.get("kwargs", {})
-    if key in kwargs:
-        return kwargs[key]
-    try:
-        parameter = inspect.signature(family(spec.get("family", "")).builder).parameters.get(key)
-    except InvalidArgument:
-        return None
-    return None if parameter is None else parameter.default
-
-
 def strategies(metrics: Mapping[str, Any]) -> set[str] | None:
     """Table 1's strategies a run used, read off its resolved config and its parts' traits
     (never typed per row): KD, distillation weights above 0; MS, more than one stage run; GA and
-    Scaling, from the ``table1`` trait of its binarizer and scaling. None when unknown (a
-    plug-in's part that is not loaded here)."""
+    Scaling, from the ``table1`` trait of the parts its family declares it takes
+    (:attr:`~ftbnn_exp.models.Family.parts`). None when unknown: a family that declares no
+    parts, or a plug-in's family or part that is not loaded here."""
     config, spec = metrics.get("config") or {}, metrics.get("model_spec") or {}
     kd = config.get("kd") or {}
     used = set()
@@ -206,14 +193,14 @@ def strategies(metrics: Mapping[str, Any]) -> set[str] | None:
         used.add("KD")
     if kd and len(kd.get("stages") or kd.get("epochs") or ()) > 1:
         used.add("MS")
-    for kind in ("binarizer", "scaling"):
-        name = _part_name(spec, kind)
-        if name is None:
-            continue
-        try:
-            used.update(part(kind, name).table1)
-        except InvalidArgument:
+    try:
+        names = family(spec.get("family", "")).part_names(spec.get("kwargs") or {})
+        if names is None:
             return None
+        for kind, name in names.values():
+            used.update(part(kind, name).table1)
+    except InvalidArgument:
+        return None
     return used
 
 
