@@ -264,7 +264,7 @@ def test_rerun_on_a_still_full_disk_is_the_one_line_it_was(finished, tmp_path, m
     def full(path: Path, payload: dict) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr("ftbnn_exp.app.run.write_json_atomic", full)
+    monkeypatch.setattr("ftbnn_exp.artifacts.write_json_atomic", full)  # RunFolder.write_metrics
     monkeypatch.setattr("ftbnn_exp.app.storage.shutil.disk_usage",
                         lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.raises(UserError) as refused:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.configs import config_diff
 from ftbnn_exp.report.runs import Run, read_config
 
@@ -26,7 +27,7 @@ def config_source(runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
     if all(config is not None for config in saved):
         return ".hydra/config.yaml as saved, not resolved", saved
     return ("metrics.json's resolved config: a run folder has no .hydra/config.yaml",
-            [run.metrics.get("config") or {} for run in runs])
+            [run.metrics.get(Metric.CONFIG) or {} for run in runs])
 
 
 def text(value: Any) -> str:
@@ -57,8 +58,8 @@ def _status(run: Run) -> str:
 
 def _best_val(run: Run) -> str:
     """The best validation top-1 and its epoch, counted from 1 as the curves count it."""
-    best = run.metrics.get("best") or {}
-    value, epoch = best.get("val/top1"), best.get("epoch")
+    best = run.metrics.get(Metric.BEST) or {}
+    value, epoch = best.get(Metric.VAL_TOP1), best.get("epoch")
     if not isinstance(value, int | float):
         return ""
     return f"{value:.2f}" + (f" (epoch {epoch + 1})" if isinstance(epoch, int) else "")
@@ -67,7 +68,7 @@ def _best_val(run: Run) -> str:
 def wall_time(run: Run) -> str:
     """``wall_seconds`` of ``metrics.json`` (training and test, resumed runs' time included)
     as ``42.0 s``, ``3 min 05 s`` or ``2 h 07 min``; empty where the run did not record it."""
-    seconds = run.metrics.get("wall_seconds")
+    seconds = run.metrics.get(Metric.WALL_SECONDS)
     if not isinstance(seconds, int | float):
         return ""
     if seconds < 60:
@@ -80,10 +81,10 @@ def wall_time(run: Run) -> str:
 
 RESULTS: tuple[tuple[str, Callable[[Run], str]], ...] = (
     ("status", _status),
-    ("test top-1 (%)", lambda r: _number(r.final("test/top1"))),
-    ("test top-5 (%)", lambda r: _number(r.final("test/top5"))),
+    ("test top-1 (%)", lambda r: _number(r.final(Metric.TEST_TOP1))),
+    ("test top-5 (%)", lambda r: _number(r.final(Metric.TEST_TOP5))),
     ("best val top-1 (%)", _best_val),
-    ("epochs run", lambda r: _number(r.metrics.get("epochs_run"), "{}")),
+    ("epochs run", lambda r: _number(r.metrics.get(Metric.EPOCHS_RUN), "{}")),
     ("wall time", wall_time),
 )
 """The rows of a run's results: label and cell."""
@@ -91,7 +92,7 @@ RESULTS: tuple[tuple[str, Callable[[Run], str]], ...] = (
 COMPLEXITY = (("params", "Params (M)"), ("flops", "FLOPs (M)"), ("bops", "BOPs (M)"),
               ("budget", "budget: FLOPs + BOPs/64 (M)"))
 """Complexity keys of ``metrics.json`` and their labels (Section 3.2, Fig. 3 right)."""
-SIZES = (("complexity", "its data"), ("complexity_imagenet", "224 px, 1000 classes"))
+SIZES = ((Metric.COMPLEXITY, "its data"), (Metric.COMPLEXITY_IMAGENET, "224 px, 1000 classes"))
 """Where the run counted its complexity: at its own input size, and at ImageNet's."""
 
 
