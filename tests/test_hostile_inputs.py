@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ftbnn_exp import plugins
-from ftbnn_exp.app import config as app_config
+from ftbnn_exp.app import machine
 from ftbnn_exp.app.config import check_overrides, compose_config
 from ftbnn_exp.app.run import RunPlace, fingerprint, train_run
 from ftbnn_exp.app.storage import own_run_folder
@@ -46,7 +46,7 @@ def deadline(seconds: int) -> Iterator[None]:
 
 @pytest.fixture
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_config, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
 
 
 @pytest.mark.parametrize(("override", "key"), [

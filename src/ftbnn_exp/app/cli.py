@@ -25,11 +25,12 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size, top_level_keys
+from ftbnn_exp.app.compose import CONF_DIR, top_level_keys
 from ftbnn_exp.app.console import quiet
 from ftbnn_exp.app.run import RunPlace, describe, record_failure
 from ftbnn_exp.app.session import discard_failed, run_job
 from ftbnn_exp.app.storage import check_writable
+from ftbnn_exp.app.sweeps import check_overrides, sweep_size
 from ftbnn_exp.artifacts import INTERRUPTED, RunFolder, write_atomic
 from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.training.checkpoint_io import disk_full_named

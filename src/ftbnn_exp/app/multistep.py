@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftbnn_exp.app.build import build_datamodule
-from ftbnn_exp.app.config import CONF_DIR
+from ftbnn_exp.app.compose import CONF_DIR
 from ftbnn_exp.app.run import RunPlace, say, train_run
 from ftbnn_exp.app.storage import own_run_folder
 from ftbnn_exp.artifacts import LAST, Metric, RunFolder

@@ -36,7 +36,7 @@ from ftbnn_exp.app.build import (
     scaled_optimizer,
     use_channels_last,
 )
-from ftbnn_exp.app.config import RunSpecs, validate
+from ftbnn_exp.app.schema import RunSpecs, validate
 from ftbnn_exp.app.storage import (
     check_free_space,
     check_resume_config,

@@ -1,6 +1,6 @@
 """A run's job: what the CLI's Hydra main and the Python API (:mod:`ftbnn_exp.api`) share.
 
-The CLI checks its overrides (:func:`~ftbnn_exp.app.config.check_overrides`), lets
+The CLI checks its overrides (:func:`~ftbnn_exp.app.sweeps.check_overrides`), lets
 ``@hydra.main`` make the job's context (its run folder, ``.hydra/`` files, ``${hydra:...}``)
 and calls :func:`run_job`. The API does the same with Hydra's compose API
 (:func:`compose_job`): the same check, the same configs, the same context and the same
@@ -22,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides
+from ftbnn_exp.app.compose import CONF_DIR
 from ftbnn_exp.app.multistep import run_multistep
 from ftbnn_exp.app.run import RunPlace, train_run
 from ftbnn_exp.app.storage import LOCK, check_writable
+from ftbnn_exp.app.sweeps import check_overrides
 from ftbnn_exp.artifacts import Metric, RunFolder
 from ftbnn_exp.errors import UserError
 
