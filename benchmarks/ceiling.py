@@ -46,12 +46,12 @@ from ftbnn_exp.deploy.rate import (
     ceiling_kernels,
     ceiling_rate,
     kind_layers,
-    sample_seconds,
 )
 from ftbnn_exp.deploy.timing import Spread
 from ftbnn_exp.models import family
 from ftbnn_exp.models.derived import DerivedFTBNN, derived_ftbnn
 from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.timing import seconds_per_call
 
 GOAL = 0.5
 FORMULAS = {fast.BIPOLAR: "±1", fast.UNIPOLAR: "{0,1}", fast.GENERAL: "general (x=0)"}
@@ -170,8 +170,8 @@ def measure(layers: list[Layer], path: str, rounds: int) -> None:
         for _ in range(rounds):
             for layer, (n_raw, n_fused) in zip(layers, calls, strict=True):
                 layer.samples["ceiling"].append(ceiling_rate(path))
-                layer.samples["conv"].append(layer.macs / sample_seconds(layer.raw, n_raw))
-                layer.samples["fused"].append(layer.macs / sample_seconds(layer.fused, n_fused))
+                layer.samples["conv"].append(layer.macs / seconds_per_call(layer.raw, n_raw))
+                layer.samples["fused"].append(layer.macs / seconds_per_call(layer.fused, n_fused))
 
 
 def fractions(layer: Layer, part: str) -> list[float]:
@@ -244,7 +244,7 @@ def words_per_pixel(path: str, rounds: int) -> None:
         for _ in range(rounds):
             ceiling = max(ceiling, ceiling_rate(path))
             for c, run, n in zip(WORD_CHANNELS, runs, calls, strict=True):
-                best[c] = min(best[c], sample_seconds(run, n))
+                best[c] = min(best[c], seconds_per_call(run, n))
     words = [c / 64 for c in WORD_CHANNELS]
     times = [best[c] for c in WORD_CHANNELS]
     mean_w, mean_t = statistics.fmean(words), statistics.fmean(times)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,17 +21,6 @@ def baseline(image_size: int = 224, num_classes: int = 1000) -> nn.Module:
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-
-def median_seconds(step: Callable[[], object], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def verdict(ratio: float, target: float, higher_is_better: bool) -> str:

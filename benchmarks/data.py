@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.common import baseline, machine, median_seconds
+from benchmarks.common import baseline, machine
 from ftbnn_exp.data import FolderDataModule
 from ftbnn_exp.data.backends import BACKENDS
+from ftbnn_exp.timing import timed_rounds
 from ftbnn_exp.training.optim import OptimizerSpec, build_optimizer
 
 IMAGENET_MEAN_SIZE = (500, 375)
@@ -49,7 +51,7 @@ def pipeline_rate(root: Path, workers: int, batch: int, batches: int, backend: s
                   device: torch.device | None = None, image_size: int = 224) -> float:
     """Images/s delivered on ``device`` (decoded and augmented there by a device backend)."""
     device = device or torch.device("cpu")
-    dm = FolderDataModule(name="imagenet", root=str(root), num_classes=4, batch_size=batch,
+    dm = FolderDataModule(seed=0, name="imagenet", root=str(root), num_classes=4, batch_size=batch,
                           num_workers=workers, prefetch_factor=4 if workers else None,
                           backend=backend, image_size=image_size,
                           pin_memory=device.type == "cuda")
@@ -91,7 +93,7 @@ def model_rate(batch: int, image_size: int) -> float:
         loss.backward()
         optimizer.step()
 
-    return batch / median_seconds(step, repeats=3, warmup=1)
+    return batch / statistics.median(timed_rounds(step, repeats=3, warmup=1))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ starts OpenMP (see that module's docstring).
 from __future__ import annotations
 
 import os
+import statistics
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -37,7 +38,7 @@ import torchvision
 from torch import nn
 
 from benchmarks import peers
-from benchmarks.common import baseline, median_seconds, trained_like, verdict
+from benchmarks.common import baseline, trained_like, verdict
 from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d, to_inference
@@ -46,6 +47,7 @@ from ftbnn_exp.deploy.timing import busy_process, spread_ms
 from ftbnn_exp.models import family
 from ftbnn_exp.models.derived import derived_ftbnn
 from ftbnn_exp.nn import BinaryConv2d, FPReLU, NonLinearitySchedule
+from ftbnn_exp.timing import timed_rounds
 
 LAYER_TARGET, BASELINE_TARGET, DERIVED_TARGET = 5.0, 2.5, 5.0
 DERIVED_ROWS = ((18, 1), (34, 5))
@@ -55,7 +57,7 @@ STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
 def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
-    return 1e3 * median_seconds(run, repeats, warmup)
+    return 1e3 * statistics.median(timed_rounds(run, repeats, warmup))
 
 
 def cpu_description() -> str:

@@ -21,7 +21,7 @@ def labels(dataset) -> torch.Tensor:
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
-    first, second = DigitsDataModule(split_seed=0), DigitsDataModule(split_seed=0)
+    first, second = DigitsDataModule(seed=0, split_seed=0), DigitsDataModule(seed=0, split_seed=0)
     first.setup(), second.setup()
     sizes = [len(s) for s in (first.train_set, first.val_set, first.test_set)]
     assert sum(sizes) == 1797 and sizes[1] == pytest.approx(270, abs=1)
@@ -35,7 +35,7 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
 
 
 def test_synthetic_is_deterministic_shaped_and_class_dependent():
-    dm = SyntheticDataModule(image_size=24, in_channels=3, num_classes=4, train_count=64)
+    dm = SyntheticDataModule(seed=0, image_size=24, in_channels=3, num_classes=4, train_count=64)
     dm.setup()
     image, label = dm.train_set[5]
     again, label_again = dm.train_set[5]
@@ -53,7 +53,7 @@ def test_mnist_reads_a_keras_npz(tmp_path):
              y_train=rng.integers(0, 10, 120, dtype=np.uint8),
              x_test=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
              y_test=rng.integers(0, 10, 30, dtype=np.uint8))
-    dm = MNISTDataModule(npz_path=str(path), val_size=20)
+    dm = MNISTDataModule(seed=0, npz_path=str(path), val_size=20)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (100, 20, 30)
     assert dm.train_set[0][0].shape == (1, 28, 28)
@@ -61,12 +61,12 @@ def test_mnist_reads_a_keras_npz(tmp_path):
 
 def test_missing_files_name_where_they_were_looked_for(tmp_path):
     with pytest.raises(DataNotFoundError, match="no mnist files under"):
-        MNISTDataModule(root=str(tmp_path)).setup()
+        MNISTDataModule(seed=0, root=str(tmp_path)).setup()
     with pytest.raises(DataNotFoundError, match="npz_path"):
-        MNISTDataModule(npz_path=str(tmp_path / "absent.npz")).setup()
+        MNISTDataModule(seed=0, npz_path=str(tmp_path / "absent.npz")).setup()
     with pytest.raises(DataNotFoundError,
                        match="has no 'train' folder; data=imagenet expects root/train"):
-        FolderDataModule(name="imagenet", root=str(tmp_path)).setup()
+        FolderDataModule(seed=0, name="imagenet", root=str(tmp_path)).setup()
 
 
 def test_imagenet_folder_transforms(tmp_path):
@@ -74,11 +74,11 @@ def test_imagenet_folder_transforms(tmp_path):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
             Image.new("RGB", (300, 260), (10, 200, 30)).save(tmp_path / split / cls / "0.JPEG")
-    dm = FolderDataModule(name="imagenet", root=str(tmp_path), num_classes=2)
+    dm = FolderDataModule(seed=0, name="imagenet", root=str(tmp_path), num_classes=2)
     dm.setup()
     assert dm.train_set[0][0].shape == (3, 224, 224) and dm.val_set[1][0].shape == (3, 224, 224)
     with pytest.raises(DataNotFoundError, match=r"data\.num_classes=2"):
-        FolderDataModule(name="imagenet", root=str(tmp_path), num_classes=1000).setup()
+        FolderDataModule(seed=0, name="imagenet", root=str(tmp_path), num_classes=1000).setup()
 
 
 def test_a_samples_seed_reaches_only_the_cpu_generator(monkeypatch):

@@ -68,7 +68,7 @@ def photo_folder(root: Path, count: int = 4, size: int = 48) -> Path:
 def module(root: Path, backend: str, **kwargs) -> FolderDataModule:
     kwargs.setdefault("mean", [0.0, 0.0, 0.0])
     kwargs.setdefault("std", [1 / 255] * 3)  # outputs in source pixel values
-    datamodule = FolderDataModule(root=str(root), backend=backend, **kwargs)
+    datamodule = FolderDataModule(seed=0, root=str(root), backend=backend, **kwargs)
     datamodule.setup()
     return datamodule
 
@@ -167,7 +167,7 @@ def test_an_undecodable_jpeg_is_named_or_skipped(tmp_path, backend):
     items = [SeededSamples(strict.train_set, 0)[(0, i)] for i in range(4)]
     with pytest.raises(CorruptImageError, match=re.escape("c0/0.jpg")):
         strict.decoder(collate_encoded(items), CPU)
-    skipping = FolderDataModule(root=str(root), backend=backend, image_size=32,
+    skipping = FolderDataModule(seed=0, root=str(root), backend=backend, image_size=32,
                                 skip_corrupt=True)
     skipping.use_run_dir(tmp_path)
     skipping.setup()
@@ -182,7 +182,7 @@ def test_an_undecodable_jpeg_is_named_or_skipped(tmp_path, backend):
 def test_a_bad_backend_and_a_missing_dali_are_one_line_errors(tmp_path, monkeypatch):
     message = "data.backend='gpu' is not allowed; allowed: pil, torchvision, dali"
     with pytest.raises(InvalidArgument, match=re.escape(message)):
-        FolderDataModule(root=str(tmp_path), backend="gpu")
+        FolderDataModule(seed=0, root=str(tmp_path), backend="gpu")
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # an import that fails
     root = photo_folder(tmp_path / "photos")
     datamodule = module(root, "dali", image_size=32)

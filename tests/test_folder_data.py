@@ -116,8 +116,8 @@ def _tensor_modules(tmp_path: Path) -> list:
              y_train=rng.integers(0, 10, 60, dtype=np.uint8),
              x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8),
              y_test=rng.integers(0, 10, 10, dtype=np.uint8))
-    return [DigitsDataModule(), MNISTDataModule(npz_path=str(path), val_size=10),
-            SyntheticDataModule(image_size=16, train_count=8, val_count=4, test_count=4)]
+    return [DigitsDataModule(seed=0), MNISTDataModule(seed=0, npz_path=str(path), val_size=10),
+            SyntheticDataModule(seed=0, image_size=16, train_count=8, val_count=4, test_count=4)]
 
 
 def test_every_data_module_evaluates_images_at_its_training_size(tmp_path):
@@ -125,9 +125,9 @@ def test_every_data_module_evaluates_images_at_its_training_size(tmp_path):
     and CIFAR modules evaluate an image of the training size at the same size."""
     modules = _tensor_modules(tmp_path)
     folder = digits_folder(tmp_path / "digits32", {"train": 60, "val": 20})
-    modules += [FolderDataModule(root=str(folder), image_size=32, augment=Augment()),
-                FolderDataModule(name="imagenet", root=str(folder), image_size=32),
-                CIFARDataModule(root=str(digits_folder(tmp_path / "cifar", {"train": 60,
+    modules += [FolderDataModule(seed=0, root=str(folder), image_size=32, augment=Augment()),
+                FolderDataModule(seed=0, name="imagenet", root=str(folder), image_size=32),
+                CIFARDataModule(seed=0, root=str(digits_folder(tmp_path / "cifar", {"train": 60,
                                                                              "test": 20})))]
     for module in modules:
         module.setup("fit")
@@ -144,7 +144,7 @@ def test_every_data_module_evaluates_images_at_its_training_size(tmp_path):
 
 def test_folder_layout_channels_classes_and_holdout(tmp_path):
     root = digits_folder(tmp_path / "d", {"train": 200, "test": 50}, size=24)
-    module = FolderDataModule(root=str(root), image_size=24, val_fraction=0.2, split_seed=3)
+    module = FolderDataModule(seed=0, root=str(root), image_size=24, val_fraction=0.2, split_seed=3)
     module.setup()
     assert module.spec.in_channels == 1 and module.spec.num_classes == 10
     assert len(module.val_set) + len(module.train_set) == 200 and len(module.test_set) == 50
@@ -155,9 +155,9 @@ def test_folder_layout_channels_classes_and_holdout(tmp_path):
     again = stratified_holdout(module.train_set.dataset.targets, 0.2, 3)
     assert again[1] == sorted(module.val_set.indices)  # seeded
     with pytest.raises(DataNotFoundError, match=r"data\.num_classes=7 but .* has 10"):
-        _ = FolderDataModule(root=str(root), num_classes=7).spec
+        _ = FolderDataModule(seed=0, root=str(root), num_classes=7).spec
     with pytest.raises(DataNotFoundError, match=r"data\.in_channels=3 but .* has 1"):
-        FolderDataModule(root=str(root), num_classes=10, in_channels=3).setup()
+        FolderDataModule(seed=0, root=str(root), num_classes=10, in_channels=3).setup()
     stats = subprocess.run([sys.executable, "-m", "ftbnn_exp.data.stats", str(root)],
                            capture_output=True, text=True, timeout=120)
     assert stats.returncode == 0, stats.stderr
@@ -166,7 +166,7 @@ def test_folder_layout_channels_classes_and_holdout(tmp_path):
     assert 0.05 < mean[0] < 0.6 and 0.1 < std[0] < 0.5
     (root / "test" / "zz").mkdir()
     with pytest.raises(DataNotFoundError, match="has classes that train/ lacks: zz"):
-        _ = FolderDataModule(root=str(root)).classes
+        _ = FolderDataModule(seed=0, root=str(root)).classes
 
 
 def test_cifar_from_an_image_folder_tree_uses_cifars_crop_and_statistics(tmp_path):
@@ -177,7 +177,7 @@ def test_cifar_from_an_image_folder_tree_uses_cifars_crop_and_statistics(tmp_pat
             folder.mkdir(parents=True)
             for i in range(count):
                 Image.new("RGB", (32, 32), (label * 20, 100, 200)).save(folder / f"{i}.png")
-    module = CIFARDataModule(root=str(root))
+    module = CIFARDataModule(seed=0, root=str(root))
     module.setup()
     assert isinstance(module.augment, CifarCrop) and module.spec.num_classes == 10
     assert len(module.test_set) == 20 and len(module.val_set) == 10  # one per class held out
@@ -186,7 +186,7 @@ def test_cifar_from_an_image_folder_tree_uses_cifars_crop_and_statistics(tmp_pat
         torch.tensor(CIFAR_STD["cifar10"])
     assert torch.allclose(image[:, 5, 5], expected, atol=1e-6)
     with pytest.raises(DataNotFoundError, match=r"data\.num_classes=100 but"):
-        CIFARDataModule(name="cifar100", root=str(root)).setup()
+        CIFARDataModule(seed=0, name="cifar100", root=str(root)).setup()
 
 
 def test_table3_overlay_uses_he2016_and_inception_switches(tmp_path):

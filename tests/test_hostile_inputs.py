@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ftbnn_exp import plugins
-from ftbnn_exp.app import config as app_config
+from ftbnn_exp.app import machine
 from ftbnn_exp.app.config import check_overrides, compose_config
 from ftbnn_exp.app.run import RunPlace, fingerprint, train_run
 from ftbnn_exp.app.storage import own_run_folder
@@ -46,7 +46,7 @@ def deadline(seconds: int) -> Iterator[None]:
 
 @pytest.fixture
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_config, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
 
 
 @pytest.mark.parametrize(("override", "key"), [
@@ -264,7 +264,7 @@ def test_rerun_on_a_still_full_disk_is_the_one_line_it_was(finished, tmp_path, m
     def full(path: Path, payload: dict) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr("ftbnn_exp.app.run.write_json_atomic", full)
+    monkeypatch.setattr("ftbnn_exp.artifacts.write_json_atomic", full)  # RunFolder.write_metrics
     monkeypatch.setattr("ftbnn_exp.app.storage.shutil.disk_usage",
                         lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.raises(UserError) as refused:

@@ -141,7 +141,8 @@ def _stage(root: Path, folder: str, seed: int, stage: int | None, top1: float,
     config = {"seed": seed, "stage": None, "kd": {"epochs": [1, 1, 1], "kd_weight": 1.0}}
     metrics = {"experiment": "table1/ftbnn_kd", "row": "ftbnn_kd", "seed": seed,
                "status": "completed", "run_name": name, "final": {"test/top1": top1},
-               "config": {**config, "kd": None} if stage is None else config}
+               "config": {**config, "kd": None} if stage is None else config,
+               "model_spec": {"family": "ftbnn_resnet", "kwargs": {}}}  # its parts: Table 1
     if stage is not None:
         metrics["stage"] = stage
     _run_dir(root, folder, **metrics)

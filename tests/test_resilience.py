@@ -116,7 +116,7 @@ def _image_folder(root: Path, corrupt: bool) -> Path:
 
 def test_an_unreadable_image_is_named_in_one_line(tmp_path):
     bad = _image_folder(tmp_path / "imagenet", corrupt=True)
-    dm = FolderDataModule(name="imagenet", root=str(tmp_path / "imagenet"), num_classes=2,
+    dm = FolderDataModule(seed=0, name="imagenet", root=str(tmp_path / "imagenet"), num_classes=2,
                           image_size=32, batch_size=16)
     dm.setup()
     with pytest.raises(CorruptImageError) as caught:

@@ -261,3 +261,35 @@ def test_the_free_space_check_counts_the_checkpoints_the_folder_holds(tmp_path, 
     with open(tmp_path / "checkpoints" / "best.ckpt", "wb") as stream:
         stream.truncate(50 * 2**20)
     check_free_space(tmp_path, model)  # 10 MB free + 100 MB rewritten in place
+
+
+def test_a_run_folder_is_a_type_that_reads_the_layout_older_runs_wrote(tmp_path):
+    """RunFolder alone knows the names (issue 34); a folder as every earlier version laid it
+    out (checkpoints/last, interrupted, step-N; SLURM's hpc_ckpt_N beside metrics.json) reads,
+    and its record round-trips with the keys the recorder writes."""
+    from ftbnn_exp.artifacts import BEST, INTERRUPTED, LAST, Metric, RunFolder
+
+    (tmp_path / "checkpoints").mkdir()
+    written = ["checkpoints/step-3.ckpt", "hpc_ckpt_1.ckpt", "checkpoints/interrupted.ckpt",
+               "checkpoints/last.ckpt", "checkpoints/best.ckpt"]
+    for age, name in enumerate(written):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, ns=(10**9 * age, 10**9 * age))
+    folder = RunFolder(tmp_path)
+    assert (folder.checkpoint(LAST), folder.checkpoint(BEST), folder.checkpoint(INTERRUPTED)) \
+        == tuple(tmp_path / "checkpoints" / f"{n}.ckpt" for n in ("last", "best", "interrupted"))
+    assert folder.tested_checkpoint("best").name == "best.ckpt"
+    assert folder.tested_checkpoint(None).name == "last.ckpt"
+    # newest first, best.ckpt never a resume point
+    assert [p.relative_to(tmp_path).as_posix() for p in folder.resume_candidates()] == \
+        written[3::-1]
+    assert sorted(p.name for p in folder.checkpoint_files()) == sorted(
+        Path(n).name for n in written)
+    assert not folder.has_metrics()
+    folder.write_metrics({Metric.STATUS: "completed", Metric.FINAL: {Metric.TEST_TOP1: 50.0}})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "status": "completed", "final": {"test/top1": 50.0}}
+    assert folder.read_metrics()[Metric.STATUS] == "completed"
+    record = callbacks.RunRecord(folder.metrics_file, {}).payload()
+    assert {Metric.STATUS, Metric.EPOCHS_RUN, Metric.WALL_SECONDS, Metric.FINAL, Metric.BEST,
+            Metric.HISTORY} <= record.keys()

@@ -49,8 +49,8 @@ def _with_teacher(monkeypatch, teacher, normalization):
 
 def test_a_he2016_student_feeds_its_teacher_mean_and_std_normalised_pixels(tmp_path,
                                                                            monkeypatch):
-    data = FolderDataModule(root=str(_rgb_folder(tmp_path)), image_size=16, augment=He2016(),
-                            batch_size=4)
+    data = FolderDataModule(seed=0, root=str(_rgb_folder(tmp_path)), image_size=16,
+                            augment=He2016(), batch_size=4)
     data.setup("fit")
     images, _ = next(iter(data.val_dataloader()))
     revealing = Revealing()
@@ -66,7 +66,7 @@ def test_a_he2016_student_feeds_its_teacher_mean_and_std_normalised_pixels(tmp_p
 
 
 def test_the_same_normalisation_feeds_the_teacher_the_students_tensor(tmp_path, monkeypatch):
-    data = FolderDataModule(root=str(_rgb_folder(tmp_path)), image_size=16, batch_size=4)
+    data = FolderDataModule(seed=0, root=str(_rgb_folder(tmp_path)), image_size=16, batch_size=4)
     revealing = Revealing()
     cfg = _with_teacher(monkeypatch, revealing, data.pixel_normalization())
     assert build.distillation_teacher(cfg, data) is revealing
@@ -75,13 +75,14 @@ def test_the_same_normalisation_feeds_the_teacher_the_students_tensor(tmp_path, 
 def test_an_unknown_normalisation_is_refused_in_one_line(monkeypatch):
     cfg = _with_teacher(monkeypatch, Revealing(), build.IMAGENET_NORMALIZATION)
     with pytest.raises(UserError) as refusal:
-        build.distillation_teacher(cfg, DigitsDataModule())
+        build.distillation_teacher(cfg, DigitsDataModule(seed=0))
     assert "\n" not in str(refusal.value)
     assert "data=folder gives None" in str(refusal.value)
 
 
 def test_attention_is_read_off_the_wrapped_teachers_stages(tmp_path, monkeypatch):
-    data = FolderDataModule(root=str(_rgb_folder(tmp_path)), image_size=16, augment=He2016())
+    data = FolderDataModule(seed=0, root=str(_rgb_folder(tmp_path)), image_size=16,
+                            augment=He2016())
     resnet = build.resnet_fp(18, 3, 2, 16)
     cfg = _with_teacher(monkeypatch, resnet, build.IMAGENET_NORMALIZATION)
     wrapped = build.distillation_teacher(cfg, data)

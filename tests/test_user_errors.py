@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ftbnn_exp.app import cli
-from ftbnn_exp.app import config as app_config
+from ftbnn_exp.app import cli, machine
 from ftbnn_exp.app.config import check_overrides
 from ftbnn_exp.errors import CorruptImageError, UserError, one_line_message
 
@@ -75,7 +74,7 @@ BRIEF = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit
 
 @pytest.fixture
 def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_config, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
     for name in ("SLURM_NTASKS", "SLURM_JOB_NAME", "NODE_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
 

@@ -48,19 +48,25 @@ class Run:
     @property
     def status(self) -> str:
         """``completed``, ``diverged`` (loss became non-finite) or ``interrupted``."""
-        return str(self.record.get("status"))
+        from ftbnn_exp.artifacts import Metric
+
+        return str(self.record.get(Metric.STATUS))
 
     @property
     def top1(self) -> float | None:
         """Test top-1 in %, of the weights after the last epoch (``test_weights=last``)."""
-        return (self.record.get("final") or {}).get("test/top1")
+        from ftbnn_exp.artifacts import Metric
+
+        return (self.record.get(Metric.FINAL) or {}).get(Metric.TEST_TOP1)
 
     @property
     def checkpoint(self) -> Path:
         """``checkpoints/last.ckpt`` (a multi-step job's: its last stage's)."""
+        from ftbnn_exp.artifacts import LAST, RunFolder
+
         stages = self.record.get("stages")
         folder = Path(stages[-1]["run_dir"]) if stages else self.folder
-        return folder / "checkpoints" / "last.ckpt"
+        return RunFolder(folder).checkpoint(LAST)
 
 
 def _job(overrides: Sequence[str], run_dir: str | Path | None) -> Run:

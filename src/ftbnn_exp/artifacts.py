@@ -1,6 +1,8 @@
 """Run artefacts, the interface between training and the tools that read its results.
 
-Training writes ``metrics.json`` (atomically) and Lightning checkpoints whose ``ftbnn_exp``
+A run's folder is a :class:`RunFolder`, which alone knows its file names; the keys of its
+record that several modules share are :class:`Metric`'s. Training writes ``metrics.json``
+(atomically) and Lightning checkpoints whose ``ftbnn_exp``
 entry holds the run's metadata, with the model's :class:`~ftbnn_exp.models.ModelSpec` and the
 resolved data config. Reports and deployment rebuild the model from that spec and the data
 module from that config; neither needs Hydra or the run's config files.
@@ -14,8 +16,9 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import torch
 import yaml
@@ -120,7 +123,7 @@ def data_config(metadata: Mapping[str, Any], overrides: list[str] = ()) -> dict[
     """The run's resolved ``data`` config with ``data.key=value`` overrides (YAML values).
     Tools that read a checkpoint iterate its loaders themselves, on the CPU, so a run's device
     backend gives way to the ``pil`` path unless ``data.backend`` is overridden."""
-    stored = metadata.get("config", {})
+    stored = metadata.get(Metric.CONFIG, {})
     if not isinstance(stored, Mapping) or not isinstance(stored.get("data"), Mapping):
         raise UserError(f"{source_of(metadata)} holds no data config (config.data)")
     config = dict(stored["data"])
@@ -151,8 +154,8 @@ def model_spec(metadata: Mapping[str, Any]) -> ModelSpec:
     """The spec of a checkpoint's model; checkpoints from before specs were stored get theirs
     from their config (:func:`_spec_from_config`)."""
     try:
-        if "model_spec" in metadata:
-            return ModelSpec.from_dict(metadata["model_spec"])
+        if Metric.MODEL_SPEC in metadata:
+            return ModelSpec.from_dict(metadata[Metric.MODEL_SPEC])
         return _spec_from_config(metadata)
     except (KeyError, TypeError, AttributeError, InvalidArgument) as error:
         raise UserError(f"{source_of(metadata)} holds no usable model spec "
@@ -170,7 +173,7 @@ _FAMILY_KEYS = {
 
 
 def _spec_from_config(metadata: Mapping[str, Any]) -> ModelSpec:
-    config = metadata["config"]
+    config = metadata[Metric.CONFIG]
     name, keys = _FAMILY_KEYS[config["model"]["family"]]
     kwargs: dict[str, Any] = {key: config["model"][key] for key in keys}
     shape = data_module(metadata).spec
@@ -370,3 +373,90 @@ def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> None:
     """``payload`` as JSON, written with :func:`write_atomic`."""
     text = json.dumps(_plain(payload), indent=2, sort_keys=False) + "\n"
     write_atomic(path, lambda stream: stream.write(text.encode()))
+
+
+class Metric:
+    """The keys of ``metrics.json`` that more than one module reads or writes, named once
+    (the record itself is written by :class:`~ftbnn_exp.training.callbacks.MetricsRecorder`;
+    its other keys are its own)."""
+
+    STATUS = "status"
+    CONFIG = "config"
+    MODEL_SPEC = "model_spec"
+    HISTORY = "history"
+    FINAL = "final"
+    BEST = "best"
+    EPOCHS_RUN = "epochs_run"
+    WALL_SECONDS = "wall_seconds"
+    COMPLEXITY = "complexity"
+    COMPLEXITY_IMAGENET = "complexity_imagenet"
+    TEST_TOP1, TEST_TOP5 = "test/top1", "test/top5"
+    VAL_TOP1 = "val/top1"
+    TRAIN_TOP1, TRAIN_LOSS = "train/top1", "train/loss"
+
+
+LAST, BEST, INTERRUPTED = "last", "best", "interrupted"
+"""The named checkpoints of a run (``checkpoints/<name>.ckpt``): the end of its last epoch,
+its best validation epoch, and where Ctrl-C, SIGTERM or a crash stopped it."""
+STEP_NAME = "step-{step}"
+"""Lightning's file name pattern of the periodic checkpoints (``checkpoint.every_n_*``)."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's folder, the one place its file names live: ``metrics.json`` (its record, read
+    and written here) and ``checkpoints/`` (``last``, ``best``, ``interrupted``, the periodic
+    ``step-*``), beside Lightning's SLURM ``hpc_ckpt_*.ckpt`` in the folder itself. The
+    names are those older run folders hold: any of them still reads."""
+
+    path: Path
+
+    METRICS: ClassVar[str] = "metrics.json"
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+    HPC_CHECKPOINTS: ClassVar[str] = "hpc_ckpt_*.ckpt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/<name>.ckpt`` (:data:`LAST`, :data:`BEST`, :data:`INTERRUPTED`)."""
+        return self.checkpoints / f"{name}.ckpt"
+
+    def tested_checkpoint(self, test_weights: str | None) -> Path:
+        """The checkpoint a run was tested with: ``best.ckpt`` under ``test_weights=best``,
+        else ``last.ckpt``."""
+        return self.checkpoint(BEST if test_weights == BEST else LAST)
+
+    def step_checkpoints(self) -> list[Path]:
+        return list(self.checkpoints.glob(STEP_NAME.format(step="*") + ".ckpt"))
+
+    def hpc_checkpoints(self) -> list[Path]:
+        return list(self.path.glob(self.HPC_CHECKPOINTS))
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint the folder holds (named, periodic, SLURM's)."""
+        return [*self.checkpoints.glob("*.ckpt"), *self.hpc_checkpoints()]
+
+    def resume_candidates(self) -> list[Path]:
+        """The checkpoints a run resumes from, newest first: ``last``, ``interrupted``, the
+        periodic ``step-*`` and SLURM's ``hpc_ckpt_*`` (each saves the loader's position)."""
+        found = [self.checkpoint(LAST), self.checkpoint(INTERRUPTED), *self.step_checkpoints(),
+                 *self.hpc_checkpoints()]
+        return sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime_ns,
+                      reverse=True)
+
+    def has_metrics(self) -> bool:
+        return self.metrics_file.is_file()
+
+    def read_metrics(self) -> Any:
+        """The run's record, bounded as :func:`read_json` reads it."""
+        return read_json(self.metrics_file)
+
+    def write_metrics(self, payload: Mapping[str, Any]) -> None:
+        """The run's record, written whole (:func:`write_json_atomic`)."""
+        write_json_atomic(self.metrics_file, payload)

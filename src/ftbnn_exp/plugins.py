@@ -13,19 +13,28 @@ import importlib
 import sys
 from collections.abc import Iterable
 
-from ftbnn_exp.errors import UserError
+from ftbnn_exp.errors import UserError, one_line_message
 
 
 def load(modules: Iterable[str], option: str = "--plugin") -> None:
-    """Import each module the user named under ``option``; a one-line error if one fails."""
+    """Import each module the user named under ``option`` (``plugins`` in a config, ``--plugin``
+    on deploy's and report's command lines): the one plug-in loader. Whatever goes wrong is one
+    line naming the option and the module: not importable, a registration our registries
+    refuse (a taken name), the plug-in's own bug, or ``sys.exit`` while imported."""
     for module in modules:
         try:
             importlib.import_module(module)
+        except ImportError as error:
+            raise UserError(f"{option}: module {module!r} cannot be imported ({error})"
+                            ) from None
+        except UserError as error:  # a registry's refusal: already the user's one line
+            raise UserError(f"{option}: module {module!r}: {one_line_message(error)}"
+                            ) from None
         except Exception as error:  # a plug-in's own bug is still the user's to fix
-            raise UserError(f"{option} {module}: the module cannot be imported "
-                            f"({type(error).__name__}: {error})") from None
+            raise UserError(f"{option}: module {module!r} raised while imported "
+                            f"({type(error).__name__}: {one_line_message(error)})") from None
         except SystemExit as done:  # would end the command with its code, silently
-            raise UserError(f"{option} {module}: the module called sys.exit({done.code!r}) "
+            raise UserError(f"{option}: module {module!r} called sys.exit({done.code!r}) "
                             f"while imported; allowed: a module that only registers its "
                             f"parts") from None
 

@@ -3,10 +3,11 @@ use it, so a bad value reads the same everywhere (``key=value must be ...``)."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ftbnn_exp.errors import InvalidArgument
@@ -80,3 +81,21 @@ def check_annotation(key: str, value: Any, annotation: Any) -> None:
         return
     if not any(_type_ok(value, kind) for kind in kinds):
         raise InvalidArgument(f"{key}={value!r} must be {' or '.join(kinds)}")
+
+
+def keyword_arguments(target: Callable[..., Any]) -> tuple[tuple[str, ...], bool]:
+    """The keyword arguments ``target`` takes, and whether it takes any other keyword too:
+    every "options of X" check reads this (a part's options, a ``_target_``'s keys, a
+    placement's parameters). A class is read through its ``__init__`` and on up the bases that
+    each ``**kwargs`` hands its keywords to, stopping at the first ``__init__`` without one;
+    the chain ending in ``**kwargs`` (nothing closes it) takes any keyword."""
+    functions = ([c.__dict__["__init__"] for c in target.__mro__ if "__init__" in c.__dict__]
+                 if inspect.isclass(target) else [target])
+    names: list[str] = []
+    for function in functions:
+        parameters = inspect.signature(function).parameters.values()
+        names += [p.name for p in parameters
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return tuple(dict.fromkeys(names)), False
+    return tuple(dict.fromkeys(names)), True

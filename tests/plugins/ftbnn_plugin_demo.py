@@ -55,9 +55,8 @@ class ShiftedSign(BinaryActivation):
         super().__init__(channels, bound)
         self.threshold = nn.Parameter(torch.full((1, channels, 1, 1), init))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(x) if self.mode == "tanh" else sign_ste(x - self.threshold,
-                                                                   self.bound)
+    def binarize(self, x: Tensor) -> Tensor:  # tanh in multi-step stage 0: the base class's
+        return sign_ste(x - self.threshold, self.bound)
 
 
 @register_part("nonlinear", "half_leaky", label="½-leaky", make=lambda channels: HalfLeaky())

@@ -32,6 +32,12 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from ftbnn_exp.app.config import RunSpecs
 from ftbnn_exp.artifacts import (
+    BEST,
+    INTERRUPTED,
+    LAST,
+    STEP_NAME,
+    Metric,
+    RunFolder,
     check_tensors,
     data_module,
     load_checkpoint,
@@ -266,15 +272,15 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 def build_callbacks(cfg: DictConfig, run_dir: Path, extra: list[L.Callback],
                     with_loggers: bool) -> list[L.Callback]:
     """Ours (checkpoints, RNG state, the run record, the epoch line) and ``callbacks``'s."""
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = RunFolder(run_dir).checkpoints
     callbacks: list[L.Callback] = [
         *best_checkpoint(cfg, checkpoints),
         # Every epoch, whether or not it improved (Lightning's save_last follows the top-k:
         # an epoch that did not improve would leave an older last.ckpt behind).
-        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+        ModelCheckpoint(dirpath=checkpoints, filename=LAST, monitor=None, save_top_k=1,
                         enable_version_counter=False),
         # Ctrl-C, SIGTERM (preemption) or a crash: the state at that step, as interrupted.ckpt.
-        OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+        OnExceptionCheckpoint(dirpath=checkpoints, filename=INTERRUPTED),
         *periodic_checkpoints(cfg, checkpoints),
         RngState(),
         RedoInterruptedValidation(),  # a validation cut short by SIGTERM runs again
@@ -297,7 +303,7 @@ def best_checkpoint(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]:
     kind = cfg.checkpoint.get("best", "weights")
     if kind == "none":
         return []
-    return [ModelCheckpoint(dirpath=folder, filename="best", monitor="val/top1", mode="max",
+    return [ModelCheckpoint(dirpath=folder, filename=BEST, monitor=Metric.VAL_TOP1, mode="max",
                             auto_insert_metric_name=False, save_weights_only=kind == "weights")]
 
 
@@ -308,7 +314,7 @@ def periodic_checkpoints(cfg: DictConfig, folder: Path) -> list[ModelCheckpoint]
     clocks = [{"train_time_interval": timedelta(minutes=c.every_n_minutes)}
               if c.every_n_minutes else None,
               {"every_n_train_steps": c.every_n_steps} if c.every_n_steps else None]
-    return [ModelCheckpoint(dirpath=folder, filename="step-{step}", monitor="step", mode="max",
+    return [ModelCheckpoint(dirpath=folder, filename=STEP_NAME, monitor="step", mode="max",
                             save_top_k=c.keep_last, auto_insert_metric_name=False,
                             save_on_train_epoch_end=False, **clock)
             for clock in clocks if clock]

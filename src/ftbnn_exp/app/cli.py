@@ -25,12 +25,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides, sweep_size, top_level_keys
+from ftbnn_exp.app.compose import CONF_DIR, top_level_keys
 from ftbnn_exp.app.console import quiet
 from ftbnn_exp.app.run import RunPlace, describe, record_failure
 from ftbnn_exp.app.session import discard_failed, run_job
 from ftbnn_exp.app.storage import check_writable
-from ftbnn_exp.artifacts import write_atomic
+from ftbnn_exp.app.sweeps import check_overrides, sweep_size
+from ftbnn_exp.artifacts import INTERRUPTED, RunFolder, write_atomic
 from ftbnn_exp.errors import UserError, one_line_message
 from ftbnn_exp.training.checkpoint_io import disk_full_named
 
@@ -121,7 +122,7 @@ def record_crash(cfg: DictConfig, place: RunPlace, error: Exception) -> str:
     """A job's error that is not the user's as a failed record in its ``metrics.json`` (a
     crash during training has written its own), and as one line."""
     message = f"{type(error).__name__}: {one_line_message(error)}"
-    record_failure(place.run_dir / "metrics.json", describe(cfg, place), message)
+    record_failure(RunFolder(place.run_dir), describe(cfg, place), message)
     return message
 
 
@@ -139,9 +140,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         run_job(cfg, place)
     except SIGTERMException:
-        print(f"{cfg.run_name}: stopped by SIGTERM; state saved in {place.run_dir}/checkpoints/"
-              f"interrupted.ckpt; the same command with hydra.run.dir={place.run_dir} resumes",
-              file=sys.stderr)
+        saved = RunFolder(place.run_dir).checkpoint(INTERRUPTED)
+        print(f"{cfg.run_name}: stopped by SIGTERM; state saved in {saved}; the same command "
+              f"with hydra.run.dir={place.run_dir} resumes", file=sys.stderr)
         sys.exit(143)
     except Exception as error:
         user = isinstance(error, UserError)  # recorded by the run itself

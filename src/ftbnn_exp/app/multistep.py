@@ -15,10 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftbnn_exp.app.build import build_datamodule
-from ftbnn_exp.app.config import CONF_DIR
+from ftbnn_exp.app.compose import CONF_DIR
 from ftbnn_exp.app.run import RunPlace, say, train_run
 from ftbnn_exp.app.storage import own_run_folder
-from ftbnn_exp.artifacts import write_json_atomic
+from ftbnn_exp.artifacts import LAST, Metric, RunFolder
 from ftbnn_exp.training.distillation import STAGE_MODES
 
 
@@ -34,7 +34,7 @@ def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
     if (spec.in_channels, spec.num_classes) == (3, 1000):
         return "torchvision"
     teacher_dir = place.run_dir / "teacher"
-    checkpoint = str(teacher_dir / "checkpoints" / "last.ckpt")
+    checkpoint = str(RunFolder(teacher_dir).checkpoint(LAST))
     say(f"teacher: full-precision ResNet-18 on data={cfg.data.name}, "
         f"{cfg.kd.teacher_epochs} epochs (kd.teacher=auto)")
     teacher_cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": cfg.kd.teacher_epochs},
@@ -42,7 +42,7 @@ def teacher_source(cfg: DictConfig, place: RunPlace) -> str | None:
     teacher_cfg.model = OmegaConf.load(CONF_DIR / "model" / "resnet18_fp.yaml")
     teacher_cfg.kd = None
     result = train_run(teacher_cfg, RunPlace(teacher_dir, place.experiment))
-    return checkpoint if result["status"] == "completed" else None
+    return checkpoint if result[Metric.STATUS] == "completed" else None
 
 
 def run_multistep(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
@@ -78,21 +78,22 @@ def _stages(cfg: DictConfig, place: RunPlace) -> dict[str, Any] | None:
         result = train_run(stage_cfg, RunPlace(stage_dir, place.experiment), stage=stage,
                            init_from=init)
         summary.append({"stage": stage, "run_dir": str(stage_dir),
-                        "status": result["status"],
-                        "test/top1": result.get("final", {}).get("test/top1"),
+                        Metric.STATUS: result[Metric.STATUS],
+                        Metric.TEST_TOP1: result.get(Metric.FINAL, {}).get(Metric.TEST_TOP1),
                         "init": result.get("init"),
                         "final_fingerprint": result.get("final_fingerprint")})
-        if result["status"] != "completed":
-            status = summary[-1]["status"]
+        if result[Metric.STATUS] != "completed":
+            status = summary[-1][Metric.STATUS]
             break
-        init = str(stage_dir / "checkpoints" / "last.ckpt")
-    payload = {"run_name": cfg.run_name, "experiment": place.experiment, "status": status,
+        init = str(RunFolder(stage_dir).checkpoint(LAST))
+    payload = {"run_name": cfg.run_name, "experiment": place.experiment, Metric.STATUS: status,
                "stages": summary,
-               "final": {"test/top1": summary[-1]["test/top1"]} if summary else {},
-               "config": OmegaConf.to_container(cfg, resolve=True)}
-    write_json_atomic(place.run_dir / "metrics.json", payload)
+               Metric.FINAL: {Metric.TEST_TOP1: summary[-1][Metric.TEST_TOP1]} if summary else {},
+               Metric.CONFIG: OmegaConf.to_container(cfg, resolve=True)}
+    folder = RunFolder(place.run_dir)
+    folder.write_metrics(payload)
     say(f"{cfg.run_name}: " + ", ".join(
-        f"stage {s['stage']} {s['status']}"
-        + (f" test top-1 {s['test/top1']:.2f}%" if s["test/top1"] is not None else "")
-        for s in summary) + f" -> {place.run_dir / 'metrics.json'}")
+        f"stage {s['stage']} {s[Metric.STATUS]}"
+        + (f" test top-1 {top1:.2f}%" if (top1 := s[Metric.TEST_TOP1]) is not None else "")
+        for s in summary) + f" -> {folder.metrics_file}")
     return payload

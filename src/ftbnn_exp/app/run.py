@@ -36,7 +36,7 @@ from ftbnn_exp.app.build import (
     scaled_optimizer,
     use_channels_last,
 )
-from ftbnn_exp.app.config import RunSpecs, validate
+from ftbnn_exp.app.schema import RunSpecs, validate
 from ftbnn_exp.app.storage import (
     check_free_space,
     check_resume_config,
@@ -45,12 +45,14 @@ from ftbnn_exp.app.storage import (
     resume_checkpoint,
 )
 from ftbnn_exp.artifacts import (
+    BEST,
+    LAST,
+    Metric,
+    RunFolder,
     load_checkpoint,
     model_from_checkpoint,
     model_weights,
-    read_json,
     write_atomic,
-    write_json_atomic,
 )
 from ftbnn_exp.complexity import Complexity
 from ftbnn_exp.complexity.counter import BOPS_PER_FLOP
@@ -137,7 +139,7 @@ def describe(cfg: DictConfig, place: RunPlace) -> dict[str, Any]:
         "groups": model.get("groups"),
         "seed": cfg.seed,
         "run_dir": str(place.run_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        Metric.CONFIG: OmegaConf.to_container(cfg, resolve=True),
     }
 
 
@@ -180,13 +182,13 @@ def prepare(cfg: DictConfig, place: RunPlace, info: dict[str, Any], stage: int |
     convention = convention_for(cfg, specs)
     ours, imagenet = measure(spec, datamodule.spec, convention), measure(spec, IMAGENET,
                                                                            convention)
-    info["complexity"], info["complexity_imagenet"] = ours.totals(), imagenet.totals()
+    info[Metric.COMPLEXITY], info[Metric.COMPLEXITY_IMAGENET] = ours.totals(), imagenet.totals()
     say(complexity_line(ours, imagenet, datamodule.spec.image_size))
     check_free_space(place.run_dir, model)
     point, skipped = resume_checkpoint(cfg.resume, place.run_dir)
     for line in skipped:
         say(line)
-    rescale = point is not None and check_resume_config(point, info["config"],
+    rescale = point is not None and check_resume_config(point, info[Metric.CONFIG],
                                                         cfg.resume_changes)
     return Prepared(specs, datamodule, spec, model, teacher, attention,
                     point.path if point else None, rescale)
@@ -225,10 +227,10 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModu
         if not trainer.interrupted:
             # A SLURM requeue's checkpoint is spent once training went past it; left in place,
             # Lightning would restore it for testing (and any later rerun).
-            for spent in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+            for spent in RunFolder(Path(trainer.default_root_dir)).hpc_checkpoints():
                 spent.unlink()
-        if module.diverged_at_epoch is None or cfg.test_weights == "best":
-            weights = "best" if cfg.test_weights == "best" else None
+        if module.diverged_at_epoch is None or cfg.test_weights == BEST:
+            weights = BEST if cfg.test_weights == BEST else None
             trainer.test(module, datamodule=prepared.datamodule, ckpt_path=weights,
                          verbose=False, weights_only=True)
 
@@ -249,7 +251,7 @@ def finish(cfg: DictConfig, record: RunRecord, module: ClassificationModule,
     record.write(module)
     result = record.payload(module)
     if kept != "keep" and finished:
-        shrink_checkpoints(run_dir / "checkpoints", kept)
+        shrink_checkpoints(RunFolder(run_dir).checkpoints, kept)
     say(result_line(cfg, result, run_dir))
     return result
 
@@ -266,7 +268,7 @@ def shrink_checkpoints(folder: Path, kept: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for path in sorted(folder.glob("*.ckpt")):
-        if path.stem not in ("last", "best"):
+        if path.stem not in (LAST, BEST):
             path.unlink(missing_ok=True)
             continue
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -278,11 +280,11 @@ def shrink_checkpoints(folder: Path, kept: str) -> None:
 def refuse_training_on(cfg: DictConfig, run_dir: Path) -> None:
     """A run that finished with its training state dropped (``checkpoint.on_completion``)
     cannot train on or be re-tested from it: one line, not a fresh start over its record."""
-    path = run_dir / "metrics.json"
-    if cfg.resume == "never" or not path.is_file():
+    folder = RunFolder(run_dir)
+    if cfg.resume == "never" or not folder.has_metrics():
         return
     try:
-        earlier = read_json(path)
+        earlier = folder.read_metrics()
     except UserError:
         return  # an unreadable record is the rerun checks' to name
     kept = earlier.get("checkpoints_at_completion") if isinstance(earlier, dict) else None
@@ -294,13 +296,13 @@ def refuse_training_on(cfg: DictConfig, run_dir: Path) -> None:
 
 def result_line(cfg: DictConfig, result: dict[str, Any], run_dir: Path) -> str:
     """A run's last line: its test scores, status and epochs, and where its record is."""
-    final = result.get("final") or {}
-    top1, top5 = final.get("test/top1"), final.get("test/top5")
+    final = result.get(Metric.FINAL) or {}
+    top1, top5 = final.get(Metric.TEST_TOP1), final.get(Metric.TEST_TOP5)
     scores = ("not tested" if top1 is None else f"test top-1 {top1:.2f}%"
               + ("" if top5 is None else f"  top-5 {top5:.2f}%"))
-    epochs = result.get("epochs_run")
-    return (f"{cfg.run_name}: {scores}  [{result.get('status')}, {epochs} "
-            f"epoch{'' if epochs == 1 else 's'}] -> {run_dir / 'metrics.json'}")
+    epochs = result.get(Metric.EPOCHS_RUN)
+    return (f"{cfg.run_name}: {scores}  [{result.get(Metric.STATUS)}, {epochs} "
+            f"epoch{'' if epochs == 1 else 's'}] -> {RunFolder(run_dir).metrics_file}")
 
 
 FINISHED = ("completed", "diverged")
@@ -334,9 +336,9 @@ def untrusted(record: dict[str, Any], run_dir: Path) -> str | None:
     """Why a finished record cannot stand for its run: the checkpoint it was tested with
     (``last.ckpt``, or ``best.ckpt`` under ``test_weights=best``) is gone, unreadable or holds
     other weights than it recorded (``final_fingerprint``). None when it holds them."""
-    config = record.get("config")
-    best = isinstance(config, dict) and config.get("test_weights") == "best"
-    path = run_dir / "checkpoints" / ("best.ckpt" if best else "last.ckpt")
+    config = record.get(Metric.CONFIG)
+    path = RunFolder(run_dir).tested_checkpoint(
+        config.get("test_weights") if isinstance(config, dict) else None)
     if not path.is_file():
         return f"its checkpoints are gone from {path.parent} (no {path.name})"
     try:
@@ -357,40 +359,42 @@ def finished_earlier(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     refuses run-shaping ones naming them, or resumes (another ``trainer.max_steps`` trains on,
     another ``trainer.limit_test_batches`` re-tests). A record whose weights are not in its
     checkpoints any more (deleted, replaced) is not trusted either."""
-    path = run_dir / "metrics.json"
-    if cfg.resume != "auto" or not path.is_file():
+    folder = RunFolder(run_dir)
+    path = folder.metrics_file
+    if cfg.resume != "auto" or not folder.has_metrics():
         return None
     try:
-        earlier = read_json(path)
+        earlier = folder.read_metrics()
     except UserError:
         return None  # the run itself decides what a torn record means
-    if not isinstance(earlier, dict) or earlier.get("status") not in FINISHED:
+    if not isinstance(earlier, dict) or earlier.get(Metric.STATUS) not in FINISHED:
         return None
     current = OmegaConf.to_container(cfg, resolve=True)
-    if _without(earlier.get("config"), NOT_SCORING) != _without(current, NOT_SCORING):
+    if _without(earlier.get(Metric.CONFIG), NOT_SCORING) != _without(current, NOT_SCORING):
         return None
     problem = untrusted(earlier, run_dir)
     if problem:
-        say(f"not skipped: {path} says {earlier['status']}, but {problem}; running it again")
+        say(f"not skipped: {path} says {earlier[Metric.STATUS]}, but {problem}; running it "
+            f"again")
         return None
     return earlier
 
 
-def record_failure(path: Path, info: dict[str, Any], message: str) -> None:
+def record_failure(folder: RunFolder, info: dict[str, Any], message: str) -> None:
     """A run that failed before training: a fresh folder records it as failed; the record of
     an earlier run in the folder (a refused resume) keeps its history and status and notes
     the refused attempt. On a full disk the record stays as it was (the write is atomic): the
     error being recorded, often that very disk's, is what the user is told."""
-    payload = {**info, "status": "failed", "error": message}
-    if path.is_file():
+    payload = {**info, Metric.STATUS: "failed", "error": message}
+    if folder.has_metrics():
         try:
-            earlier = read_json(path)
+            earlier = folder.read_metrics()
         except UserError:
             earlier = None
-        if isinstance(earlier, dict) and earlier.get("history"):
+        if isinstance(earlier, dict) and earlier.get(Metric.HISTORY):
             payload = {**earlier, "last_attempt": {"error": message}}
     try:
-        write_json_atomic(path, payload)
+        folder.write_metrics(payload)
     except OSError as error:
         if error.errno not in NO_SPACE:
             raise
@@ -420,22 +424,23 @@ def _train_owned(cfg: DictConfig, place: RunPlace, stage: int | None,
     try:
         prepared = prepare(cfg, place, info, stage, init_from)
     except UserError as error:
-        record_failure(run_dir / "metrics.json", info, one_line_message(error))
+        record_failure(RunFolder(run_dir), info, one_line_message(error))
         raise
     if place.describe is not None:
         place.describe()
     if cfg.compile:
         prepared.model.compile()
-    record = RunRecord(run_dir / "metrics.json", info, resuming=prepared.checkpoint is not None)
+    record = RunRecord(RunFolder(run_dir).metrics_file, info,
+                       resuming=prepared.checkpoint is not None)
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, build_callbacks(cfg, run_dir, [record], bool(loggers)), loggers,
                             run_dir)
     info["world_size"] = record.info["world_size"] = trainer.world_size
     module = lightning_module(cfg, prepared, info, trainer.world_size)
     for logger in trainer.loggers:
-        logger.log_hyperparams({**info["config"], "width": info["width"],
-                                "complexity": info["complexity"],
-                                "complexity_imagenet": info["complexity_imagenet"]})
+        logger.log_hyperparams({**info[Metric.CONFIG], "width": info["width"],
+                                Metric.COMPLEXITY: info[Metric.COMPLEXITY],
+                                Metric.COMPLEXITY_IMAGENET: info[Metric.COMPLEXITY_IMAGENET]})
     try:
         fit_and_test(cfg, trainer, module, prepared)
     except DiskFull:

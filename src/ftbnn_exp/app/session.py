@@ -1,6 +1,6 @@
 """A run's job: what the CLI's Hydra main and the Python API (:mod:`ftbnn_exp.api`) share.
 
-The CLI checks its overrides (:func:`~ftbnn_exp.app.config.check_overrides`), lets
+The CLI checks its overrides (:func:`~ftbnn_exp.app.sweeps.check_overrides`), lets
 ``@hydra.main`` make the job's context (its run folder, ``.hydra/`` files, ``${hydra:...}``)
 and calls :func:`run_job`. The API does the same with Hydra's compose API
 (:func:`compose_job`): the same check, the same configs, the same context and the same
@@ -22,10 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ftbnn_exp.app.config import CONF_DIR, check_overrides
+from ftbnn_exp.app.compose import CONF_DIR
 from ftbnn_exp.app.multistep import run_multistep
 from ftbnn_exp.app.run import RunPlace, train_run
 from ftbnn_exp.app.storage import LOCK, check_writable
+from ftbnn_exp.app.sweeps import check_overrides
+from ftbnn_exp.artifacts import Metric, RunFolder
 from ftbnn_exp.errors import UserError
 
 JOB_NAME = "ftbnn_exp"
@@ -47,12 +49,13 @@ def discard_failed(run_dir: Path) -> bool:
     record, so a folder with a past is never removed). The folder above goes too if that
     leaves it empty (``outputs/<run name>/``). Whether it was removed."""
     try:
-        record = json.loads((run_dir / "metrics.json").read_text())
+        record = json.loads(RunFolder(run_dir).metrics_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    if not isinstance(record, dict) or record.get("status") != "failed" or record.get("history"):
+    if (not isinstance(record, dict) or record.get(Metric.STATUS) != "failed"
+            or record.get(Metric.HISTORY)):
         return False
-    kept = {HYDRA_FILES, "metrics.json", LOCK, f"{JOB_NAME}.log", "cli.log", "__main__.log"}
+    kept = {HYDRA_FILES, RunFolder.METRICS, LOCK, f"{JOB_NAME}.log", "cli.log", "__main__.log"}
     if any(path.name not in kept for path in run_dir.iterdir()):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -140,5 +143,5 @@ def run_overrides(overrides: Sequence[str], run_dir: str | Path | None = None) -
         raise
     if record is None:  # a pipeline whose teacher did not complete
         raise UserError(f"{place.run_dir}: the distillation teacher did not complete; see "
-                        f"{place.run_dir / 'teacher' / 'metrics.json'}")
+                        f"{RunFolder(place.run_dir / 'teacher').metrics_file}")
     return Outcome(record, place.run_dir)

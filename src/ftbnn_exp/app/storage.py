@@ -19,7 +19,8 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from ftbnn_exp.artifacts import load_checkpoint
+from ftbnn_exp.artifacts import RunFolder, load_checkpoint
+from ftbnn_exp.configs import ABSENT, config_diff
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.training.checkpoint_io import disk_full_named
 
@@ -52,18 +53,13 @@ def checkpoint_bytes(model: nn.Module) -> int:
     return 3 * params + buffers
 
 
-def checkpoint_files(run_dir: Path) -> list[Path]:
-    """Every checkpoint a run folder holds (best, last, interrupted, periodic, SLURM's)."""
-    return [*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
-
-
 def check_free_space(run_dir: Path, model: nn.Module) -> None:
     """Fail before the first epoch when the run folder's disk cannot take this model's
     checkpoints. Those the folder already holds count as room, since they are rewritten in
     place: otherwise a run stopped by a full disk could not resume once space is freed."""
     need = KEPT_CHECKPOINTS * checkpoint_bytes(model) + LOG_MARGIN
     free = shutil.disk_usage(run_dir).free
-    held = sum(path.stat().st_size for path in checkpoint_files(run_dir))
+    held = sum(path.stat().st_size for path in RunFolder(run_dir).checkpoint_files())
     if free + held < need:
         besides = f" besides the {held / 2**20:.0f} MB of its checkpoints" if held else ""
         raise UserError(f"only {free / 2**20:.0f} MB free under {run_dir}{besides}; this "
@@ -75,7 +71,7 @@ def remove_orphans(run_dir: Path) -> None:
     """Remove the temporary files of writes that a kill cut short
     (:func:`~ftbnn_exp.artifacts.write_atomic` names them ``.<file>.<random>.tmp``). Only
     while the folder is owned: a live run's temporary files are still being written."""
-    for orphan in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
+    for orphan in [*run_dir.glob(".*.tmp"), *RunFolder(run_dir).checkpoints.glob(".*.tmp")]:
         orphan.unlink(missing_ok=True)
 
 
@@ -210,18 +206,6 @@ RESUME_KEYS = ("state_dict", "ftbnn_exp", "loops", "epoch", "optimizer_states")
 """What every checkpoint this framework's training writes holds."""
 
 
-def checkpoint_candidates(run_dir: Path) -> list[Path]:
-    """A run folder's checkpoints to resume from, newest first: ``last.ckpt`` (end of an
-    epoch), ``interrupted.ckpt`` (Ctrl-C, SIGTERM, crash), the periodic ``step-*.ckpt``
-    (``checkpoint.every_n_minutes`` / ``every_n_steps``) and Lightning's SLURM
-    ``hpc_ckpt_*.ckpt``; each saves the loader's position, so any of them resumes exactly."""
-    folder = run_dir / "checkpoints"
-    found = [folder / "last.ckpt", folder / "interrupted.ckpt", *folder.glob("step-*.ckpt"),
-             *run_dir.glob("hpc_ckpt_*.ckpt")]
-    return sorted((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime_ns,
-                  reverse=True)
-
-
 @dataclass(frozen=True)
 class ResumePoint:
     """A checkpoint to resume from, and the resolved config of the run that wrote it."""
@@ -247,12 +231,12 @@ def resume_checkpoint(resume: str | None, run_dir: Path
                       ) -> tuple[ResumePoint | None, list[str]]:
     """The checkpoint a run continues from, and one line per candidate skipped and why.
 
-    ``auto``: the newest good one of :func:`checkpoint_candidates` (a truncated or foreign
+    ``auto``: the newest good one of :meth:`RunFolder.resume_candidates` (a truncated or foreign
     file is skipped, named and reported); ``never``: start fresh; a path: that checkpoint,
     which must be good. No good candidate where some exist is an error: nothing is lost by
     starting over silently.
     """
-    found = checkpoint_candidates(run_dir)
+    found = RunFolder(run_dir).resume_candidates()
     if resume in (None, "never"):
         if found:
             # Lightning itself would resume from them, and a fresh run would overwrite them.
@@ -304,19 +288,20 @@ def _select(config: dict[str, Any], key: str) -> Any:
     return config
 
 
-def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The run-shaping keys (leaves) whose values differ between two resolved configs."""
-    def leaves(value: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return {k: v for key, item in value.items()
-                    for k, v in leaves(item, f"{prefix}.{key}").items()}
-        return {prefix: value}
+def _resumed_value(value: Any) -> Any:
+    """A value as a resume compares it: by equality (1 and 1.0 are one setting), a key absent
+    from an older checkpoint's config the same as null or ``{}`` (a key added since)."""
+    return None if value is ABSENT or value == {} else value
 
+
+def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The run-shaping keys (leaves) whose values differ between two resolved configs, in
+    :data:`RUN_SHAPING`'s order (the one config diff: :func:`ftbnn_exp.configs.config_diff`)."""
+    diff = config_diff([saved, current], same=_resumed_value)
     differ = []
     for key in RUN_SHAPING:
-        before, after = leaves(_select(saved, key), key), leaves(_select(current, key), key)
-        differ += [k for k in sorted(before.keys() | after.keys())
-                   if before.get(k) != after.get(k) and k not in NOT_SHAPING]
+        differ += sorted(k for k in diff if (k == key or k.startswith(f"{key}."))
+                         and k not in NOT_SHAPING)
     return differ
 
 

@@ -34,20 +34,31 @@ def split_indices(n: int, holdout: int, seed: int) -> tuple[list[int], list[int]
 class ClassificationDataModule(L.LightningDataModule):
     """Train / val / test loaders for an image classification data set.
 
-    Subclasses set ``spec`` and fill ``train_set``, ``val_set`` and ``test_set`` in ``setup``.
+    The constructor contract: a subclass passes ``spec`` (its :class:`DataSpec`) and the
+    run's ``seed`` on to this ``__init__`` (or declares ``spec`` as a class attribute, or a
+    property that reads no more than it must), and fills ``train_set``, ``val_set`` and
+    ``test_set`` in ``setup``. Tools read ``spec`` before any ``setup`` (a model is sized from
+    it): a module without one is refused in one line naming it, never an AttributeError. A
+    module without a seed is refused too: every seed would draw the same order and split.
     ``batch_size`` is per device (DDP multiplies it by the number of processes).
     """
 
-    spec: DataSpec
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, replace: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        register_data_class(cls)  # a stored data config may name it (data/registry.py)
+        # a stored data config may name it (data/registry.py); a taken path is refused
+        register_data_class(cls, replace)
 
     def __init__(self, name: str = "", batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, seed: int = 0,
-                 prefetch_factor: int | None = None) -> None:
+                 pin_memory: bool = False, seed: int | None = None,
+                 prefetch_factor: int | None = None, spec: DataSpec | None = None) -> None:
         super().__init__()
+        if seed is None:
+            raise UserError(f"data module {type(self).__name__} was given no seed; a data "
+                            f"module takes the run's seed (`seed: ${{seed}}` in its data yaml, "
+                            f"passed on to ClassificationDataModule.__init__), else every "
+                            f"seed would draw the same order and split")
+        if spec is not None:
+            self.spec = spec
         self.name = name
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -62,6 +73,21 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_set: Dataset | Subset | None = None
         self.val_set: Dataset | Subset | None = None
         self.test_set: Dataset | Subset | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        """What a model of this data is sized from, known at construction (see the class)."""
+        spec = self.__dict__.get("_spec")
+        if spec is None:
+            raise UserError(f"data module {type(self).__name__} has no spec before setup(); "
+                            f"pass spec=DataSpec(image_size, in_channels, num_classes) to "
+                            f"ClassificationDataModule.__init__ (tools size a model from it "
+                            f"without loading data)")
+        return spec
+
+    @spec.setter
+    def spec(self, value: DataSpec) -> None:
+        self.__dict__["_spec"] = value
 
     def pixel_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """How this module's tensors relate to [0, 1] pixels: ``x = (pixel − mean) / std`` per

@@ -33,7 +33,7 @@ def choose(npz_path: str | None, root: str = "data") -> tuple[str, str]:
         path = Path(npz_path).resolve()
         return f"data=mnist data.npz_path={path}", f"MNIST: using {path}"
     try:
-        MNISTDataModule(root=root, download=True).setup()
+        MNISTDataModule(seed=0, root=root, download=True).setup()
         return f"data=mnist data.root={root}", f"MNIST: torchvision files under {root}/"
     except DataNotFoundError as error:
         detail = " ".join(str(error).split())

@@ -14,18 +14,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from ftbnn_exp.errors import UserError
+from ftbnn_exp.registries import check_free
 
 DATA_CLASSES: dict[str, type] = {}
 """``_target_`` path -> class: ``module.Name`` and the package's ``package.Name``."""
 
 
-def register_data_class(cls: type) -> type:
+def register_data_class(cls: type, replace: bool = False) -> type:
     """Make ``cls`` nameable by a stored config, under its module's path and its package's
-    (``ftbnn_exp.data.digits.DigitsDataModule`` and ``ftbnn_exp.data.DigitsDataModule``)."""
+    (``ftbnn_exp.data.digits.DigitsDataModule`` and ``ftbnn_exp.data.DigitsDataModule``). A
+    path another class holds (two modules of a package defining one name) is refused in one
+    line unless ``replace=True``: ``class MyData(ClassificationDataModule, replace=True)``."""
     module = cls.__module__
-    for path in (module, module.rpartition(".")[0]):
-        if path:
-            DATA_CLASSES[f"{path}.{cls.__qualname__}"] = cls
+    paths = [f"{path}.{cls.__qualname__}" for path in (module, module.rpartition(".")[0])
+             if path]
+    for path in paths:
+        check_free("data class registry", path, DATA_CLASSES.get(path), cls, replace,
+                   f"class {cls.__name__}(<its base>, replace=True)")
+    for path in paths:
+        DATA_CLASSES[path] = cls
     return cls
 
 

@@ -23,7 +23,7 @@ from ftbnn_exp.errors import UserError
 def channel_stats(root: str, size: int = 64, limit: int | None = None, workers: int = 0
                   ) -> tuple[list[float], list[float]]:
     """(mean, std) per channel of ``root/train``'s images, in [0, 1] units."""
-    module = FolderDataModule(root=root, image_size=size)
+    module = FolderDataModule(seed=0, root=root, image_size=size)
     transform = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToImage(),
                             v2.ToDtype(torch.float32, scale=True)])
     images = CheckedImageFolder(Path(root) / "train", transform, module.spec.in_channels,

@@ -45,8 +45,7 @@ class SyntheticDataModule(ClassificationDataModule):
     def __init__(self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10,
                  train_count: int = 2048, val_count: int = 512, test_count: int = 512,
                  noise: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.spec = DataSpec(image_size, in_channels, num_classes)
+        super().__init__(spec=DataSpec(image_size, in_channels, num_classes), **kwargs)
         self.counts = (train_count, val_count, test_count)
         self.noise = noise
 

@@ -99,9 +99,10 @@ class Augment:
     eval_crop: float = 1.0
     divide_std: bool = True
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, replace: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        register_data_class(cls)  # a stored data config may name it (data/registry.py)
+        # a stored data config may name it (data/registry.py); a taken path is refused
+        register_data_class(cls, replace)
 
     def __post_init__(self) -> None:
         check_value("augment.eval_crop", self.eval_crop, NUMBER, positive=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,6 +38,7 @@ from ftbnn_exp.deploy.layers import PackedBinaryConv2d
 from ftbnn_exp.deploy.timing import Spread
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import BinaryConv2d
+from ftbnn_exp.timing import seconds_per_call
 
 CEILING_SOURCE = files("ftbnn_exp.deploy") / "kernels" / "ceiling.cpp"
 CEILING_NAME = "ftbnn_ceiling"
@@ -115,18 +115,10 @@ KINDS = (
 )
 
 
-def sample_seconds(run: Callable[[], object], calls: int) -> float:
-    """Seconds per call of ``run``, over ``calls`` calls back to back."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / calls
-
-
 def calls_for(run: Callable[[], object], seconds: float = SAMPLE_SECONDS) -> int:
     """How many calls of ``run`` (warmed up) take about ``seconds``."""
     run()
-    once = sample_seconds(run, 1)
+    once = seconds_per_call(run, 1)
     return max(1, math.ceil(seconds / max(once, 1e-9)))
 
 
@@ -136,7 +128,7 @@ def fp32_conv(x: Tensor, weight: Tensor, stride: int, groups: int) -> Callable[[
     for layout in (torch.contiguous_format, torch.channels_last):
         xl, wl = x.contiguous(memory_format=layout), weight.contiguous(memory_format=layout)
         runs.append(lambda xl=xl, wl=wl: F.conv2d(xl, wl, None, stride, 1, 1, groups))
-    timed = [min(sample_seconds(run, 1) for _ in range(3)) for run in runs]
+    timed = [min(seconds_per_call(run, 1) for _ in range(3)) for run in runs]
     return runs[timed.index(min(timed))]
 
 
@@ -208,8 +200,8 @@ def sample_rounds(pairs: Sequence[tuple[Callable[[], object], Callable[[], objec
     calls = [(calls_for(fp), calls_for(binary)) for fp, binary in pairs]
     for _ in range(rounds):
         for (fp, binary), (n_fp, n_binary), samples in zip(pairs, calls, found, strict=True):
-            samples.fp32.append(sample_seconds(fp, n_fp))
-            samples.binary.append(sample_seconds(binary, n_binary))
+            samples.fp32.append(seconds_per_call(fp, n_fp))
+            samples.binary.append(seconds_per_call(binary, n_binary))
 
 
 def overall_rates(found: Sequence[KindRates]) -> list[float]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ftbnn_exp.timing import timed_rounds
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -38,16 +40,10 @@ class Spread:
 
 
 def spread_ms(run: Callable[[], object], repeats: int, warmup: int = 1) -> Spread:
-    """``run``'s time per call over ``repeats`` timed calls after ``warmup`` untimed ones."""
+    """``run``'s time per call over ``repeats`` timed calls after ``warmup`` untimed ones
+    (the one clock, :mod:`ftbnn_exp.timing`)."""
     with torch.no_grad():
-        for _ in range(warmup):
-            run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(1e3 * (time.perf_counter() - start))
-    return Spread.of(times)
+        return Spread.of([1e3 * s for s in timed_rounds(run, repeats, warmup)])
 
 
 def _spin(deadline: float) -> None:

@@ -9,6 +9,7 @@ ours once this package is imported. No pretrained weights are published, so
 from ftbnn_exp.models.derived import DerivedFTBNN, derived_ftbnn
 from ftbnn_exp.models.ftbnn import FTBNN, bireal_resnet, ftbnn_resnet
 from ftbnn_exp.models.registry import (
+    BINARY_PARTS,
     FAMILIES,
     Family,
     ModelSpec,
@@ -22,6 +23,7 @@ from ftbnn_exp.models.resnet_fp import resnet_fp
 from ftbnn_exp.models.toy import Fig2Net, fig2_net
 
 __all__ = [
+    "BINARY_PARTS",
     "FAMILIES",
     "FTBNN",
     "DerivedFTBNN",

@@ -26,7 +26,7 @@ from ftbnn_exp.models.layout import (
     halved,
     is_small_input,
 )
-from ftbnn_exp.models.registry import SolvedWidth, register_family, register_variant
+from ftbnn_exp.models.registry import BINARY_PARTS, SolvedWidth, register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
     BinaryActivation,
@@ -215,7 +215,8 @@ class DerivedFTBNN(nn.Module):
 @register_family("derived_ftbnn", takes_schedule=True, convention="paper",
                  solved_width=SolvedWidth(("depth", "groups"),
                                           lambda width, depth, groups: width_problem(width, groups),
-                                          table4=True))
+                                          table4=True),
+                 parts=BINARY_PARTS)
 def derived_ftbnn(
     schedule: NonLinearitySchedule,
     width: int,

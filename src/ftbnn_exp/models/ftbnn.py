@@ -32,7 +32,7 @@ from ftbnn_exp.models.layout import (
     halved,
     is_small_input,
 )
-from ftbnn_exp.models.registry import register_family, register_variant
+from ftbnn_exp.models.registry import BINARY_PARTS, register_family, register_variant
 from ftbnn_exp.nn import (
     DEFAULT_BOUND,
     IDENTITY,
@@ -290,7 +290,7 @@ def _stem(stem_relu: bool, stem_nonlinear: str) -> str:
     return "relu" if stem_relu else stem_nonlinear
 
 
-@register_family("ftbnn_resnet", takes_schedule=True)
+@register_family("ftbnn_resnet", takes_schedule=True, parts=BINARY_PARTS)
 def ftbnn_resnet(
     schedule: NonLinearitySchedule,
     depth: int = 18,
@@ -339,7 +339,8 @@ def _bireal_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
     return schedule_name if kwargs.get("explicit_nonlinearity") else "none"
 
 
-@register_family("bireal_resnet", takes_schedule=True, nonlinearity_label=_bireal_label)
+@register_family("bireal_resnet", takes_schedule=True, nonlinearity_label=_bireal_label,
+                 parts=BINARY_PARTS)
 def bireal_resnet(
     schedule: NonLinearitySchedule = IDENTITY,
     depth: int = 18,

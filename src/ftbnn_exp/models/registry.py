@@ -13,22 +13,28 @@ from it without any config system.
 from __future__ import annotations
 
 import inspect
+import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_type_hints
 
-from timm.models import register_model
+from timm.models import is_model, model_entrypoint, register_model
 from torch import nn
 
 from ftbnn_exp import plugins
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import NonLinearitySchedule
+from ftbnn_exp.nn.parts import PART_KINDS
+from ftbnn_exp.registries import check_free
 from ftbnn_exp.validation import check_annotation
 
 Builder = Callable[..., nn.Module]
 NonLinearityLabel = Callable[[Mapping[str, Any], str], str]
 """``(kwargs, schedule name) -> the non-linearity the model really uses`` (reports)."""
+BINARY_PARTS = {"binarizer": "binarizer", "scaling": "scaling"}
+"""The ``parts`` of a family whose binary blocks take ``binarizer`` and ``scaling``."""
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 
 
@@ -59,7 +65,11 @@ class Family:
     """A model family and its traits: ``takes_schedule``, the builder's first argument is a
     :class:`NonLinearitySchedule`; ``convention``, how its FLOPs are counted by default;
     ``solved_width``, a :class:`SolvedWidth`: its ``width`` argument, when unset, is solved for
-    a budget (Table 4); ``nonlinearity_label``, what reports call its non-linearity."""
+    a budget (Table 4); ``nonlinearity_label``, what reports call its non-linearity; ``parts``,
+    the builder arguments that name a registered part, each with its kind
+    (``{"binarizer": "binarizer", "scaling": "scaling"}``; ``{}``: it takes none): declared
+    once, read by the config check and by Table 1's marks (None, undeclared: its marks are
+    unknown, "?")."""
 
     name: str
     builder: Builder
@@ -67,6 +77,24 @@ class Family:
     convention: str = "macs"
     solved_width: SolvedWidth | None = None
     nonlinearity_label: NonLinearityLabel | None = None
+    parts: Mapping[str, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        parameters = inspect.signature(self.builder).parameters
+        for argument, kind in (self.parts or {}).items():
+            if argument not in parameters or kind not in PART_KINDS:
+                raise InvalidArgument(f"model family {self.name}: parts={{{argument!r}: "
+                                      f"{kind!r}}} must name an argument of its builder and "
+                                      f"a part kind ({', '.join(PART_KINDS)})")
+
+    def part_names(self, kwargs: Mapping[str, Any]) -> dict[str, tuple[str, Any]] | None:
+        """``argument -> (kind, the part it names)`` for the declared :attr:`parts`: given in
+        ``kwargs``, else the builder's default; None when the family declares none."""
+        if self.parts is None:
+            return None
+        parameters = inspect.signature(self.builder).parameters
+        return {argument: (kind, kwargs.get(argument, parameters[argument].default))
+                for argument, kind in self.parts.items()}
 
     def check_arguments(self, kwargs: Mapping[str, Any], prefix: str = "",
                         hidden: tuple[str, ...] = (), complete: bool = True) -> None:
@@ -96,14 +124,19 @@ class Family:
 FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, **traits: Any) -> Callable[[Builder], Builder]:
-    """Register ``builder`` as family ``name`` (and as the timm model ``name``)."""
+def register_family(name: str, replace: bool = False, **traits: Any
+                    ) -> Callable[[Builder], Builder]:
+    """Register ``builder`` as family ``name`` (and as the timm model ``name``); a name taken
+    by a family or a timm model is refused in one line unless ``replace=True``."""
 
     def register(builder: Builder) -> Builder:
         family = Family(name, builder, **traits)
         _check_solved_width(family)
+        taken = FAMILIES.get(name)
+        check_free("model family registry", name, taken and taken.builder, builder, replace,
+                   "register_family(..., replace=True)")
+        _register_timm(name, builder.__module__, {}, replace or taken is not None)
         FAMILIES[name] = family
-        _register_timm(name, builder.__module__, {})
         return builder
 
     return register
@@ -126,12 +159,20 @@ def _check_solved_width(family: Family) -> None:
                          f"with {', '.join(missing)}, which the builder does not take")
 
 
-def register_variant(name: str, family: str, **defaults: Any) -> None:
-    """A timm name for a family with preset arguments, e.g. ``ftbnn_resnet34``."""
-    _register_timm(name, FAMILIES[family].builder.__module__, {"family": family, **defaults})
+def register_variant(name: str, family: str, replace: bool = False, **defaults: Any) -> None:
+    """A timm name for a family with preset arguments, e.g. ``ftbnn_resnet34``; a taken timm
+    name is refused in one line unless ``replace=True``."""
+    _register_timm(name, FAMILIES[family].builder.__module__, {"family": family, **defaults},
+                   replace)
 
 
-def _register_timm(name: str, module: str, preset: Mapping[str, Any]) -> None:
+def _register_timm(name: str, module: str, preset: Mapping[str, Any], replace: bool) -> None:
+    """``name`` as a timm model; a name timm already knows is refused unless ``replace`` or it
+    is this entry defined again (timm's own overwrite warning is then expected, not shown)."""
+    if is_model(name):  # our entries are named module.name (below)
+        how = "register_variant" if "family" in preset else "register_family"
+        check_free("timm model registry", name, model_entrypoint(name), f"{module}.{name}",
+                   replace, f"{how}(..., replace=True)")
     family = preset.get("family", name)
     defaults = {k: v for k, v in preset.items() if k != "family"}
 
@@ -145,7 +186,9 @@ def _register_timm(name: str, module: str, preset: Mapping[str, Any]) -> None:
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = module
     entry.__doc__ = f"timm entry of ftbnn_exp's {family} ({defaults or 'no presets'})."
-    register_model(entry)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f"Overwriting {re.escape(name)} in registry")
+        register_model(entry)
 
 
 def family(name: str) -> Family:

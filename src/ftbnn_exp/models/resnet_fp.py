@@ -48,7 +48,7 @@ def narrow(model: ResNet, layers: list[int], width: int, num_classes: int) -> No
             nn.init.zeros_(module.bias)
 
 
-@register_family("resnet_fp")
+@register_family("resnet_fp", parts={})
 def resnet_fp(
     depth: int = 18, in_channels: int = 3, num_classes: int = 1000, image_size: int = 224,
     width: int = 64,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models.layout import FTBNN_PARTS, BinaryParts, binary_parts
-from ftbnn_exp.models.registry import register_family
+from ftbnn_exp.models.registry import BINARY_PARTS, register_family
 from ftbnn_exp.nn import DEFAULT_BOUND, binary_conv_bn, make_nonlinear_module
 
 KINDS = ("linear", "binary", "prelu", "relu")
@@ -89,7 +89,7 @@ def _kind_label(kwargs: Mapping[str, Any], schedule_name: str) -> str:
     return str(kwargs.get("kind", "binary"))
 
 
-@register_family("fig2_net", nonlinearity_label=_kind_label)
+@register_family("fig2_net", nonlinearity_label=_kind_label, parts=BINARY_PARTS)
 def fig2_net(kind: str = "binary", width: int = 16, bottleneck: int | None = 2,
              in_channels: int = 1, num_classes: int = 10, stem_stride: int = 2,
              pooled_size: int = 4, bound: float = DEFAULT_BOUND, binarizer: str = "sign",

@@ -12,7 +12,7 @@ from ftbnn_exp.nn.parts import mean_range, register_part
 
 
 @register_part(
-    "nonlinear", "fprelu", label="FPReLU",
+    "nonlinear", "fprelu", label="FPReLU", decay=True,
     fused=lambda m: FusedActivation("slopes", m.negative.detach().flatten().contiguous(),
                                     m.positive.detach().flatten().contiguous()),
     describe=lambda m: (mean_range(m.negative), mean_range(m.positive)))
@@ -50,7 +50,7 @@ def _rprelu_fused(module: RPReLU) -> tuple[FusedActivation, ...]:
 
 
 @register_part("nonlinear", "rprelu", label="RPReLU", describe=_rprelu_cells,
-               fused=_rprelu_fused)
+               fused=_rprelu_fused, decay=True)
 class RPReLU(nn.Module):
     """ReActNet's RPReLU (Liu et al. 2020, Eq. 3): ``PReLU_β(x − γ) + ζ``, i.e. ``x − γ + ζ``
     where ``x > γ`` and ``β(x − γ) + ζ`` where ``x ≤ γ``, all three per channel.

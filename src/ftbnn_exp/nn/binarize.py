@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -48,9 +50,27 @@ ACTIVATION_MODES = ("sign", "tanh")
                fused=lambda module: FusedBinarizer())
 class BinaryActivation(nn.Module):
     """The activation binarizer in front of every binary convolution (Fig. 1b): ``sign`` with
-    the clipped STE (FTBNN, §3). Other binarizers subclass it and register themselves; the
-    ``mode`` switch (multi-step training's real-valued stage 0) is common to all of them.
-    ``channels`` sizes the per-channel parameters a binarizer may have (none here)."""
+    the clipped STE (FTBNN, §3). Other binarizers subclass it and register themselves.
+    ``channels`` sizes the per-channel parameters a binarizer may have (none here).
+
+    The base class owns the ``mode`` switch, so no binarizer can forget it: :meth:`forward`
+    is ``tanh(x)`` in multi-step training's real-valued stage 0 (Appendix C) and
+    :meth:`binarize` otherwise. A subclass overrides :meth:`binarize` only; one written as any
+    module (or as larq's quantizers), with its own ``forward`` holding just the binarizing
+    function, has that ``forward`` taken as its ``binarize`` and still gets ``tanh`` in stage 0.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "forward" not in own:
+            return
+        if "binarize" in own:
+            raise TypeError(f"{cls.__qualname__} defines both forward and binarize; a "
+                            f"binarizer defines binarize(x) only (BinaryActivation.forward "
+                            f"switches to tanh in multi-step stage 0)")
+        cls.binarize = own["forward"]  # type: ignore[method-assign]
+        cls.forward = BinaryActivation.forward  # type: ignore[method-assign]
 
     def __init__(self, channels: int = 0, bound: float = DEFAULT_BOUND,
                  mode: str = "sign") -> None:
@@ -62,8 +82,10 @@ class BinaryActivation(nn.Module):
         self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "tanh":
-            return torch.tanh(x)
+        return torch.tanh(x) if self.mode == "tanh" else self.binarize(x)
+
+    def binarize(self, x: Tensor) -> Tensor:
+        """This binarizer's function (``sign`` with the clipped STE here)."""
         return sign_ste(x, self.bound)
 
     def extra_repr(self) -> str:

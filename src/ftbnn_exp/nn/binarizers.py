@@ -1,8 +1,9 @@
 """Activation binarizers of the methods the paper's Table 1 compares FTBNN with, as parts.
 
 Each keeps :class:`~ftbnn_exp.nn.binarize.BinaryActivation`'s forward contract (``torch.sign``,
-0 kept as Appendix B's deployment needs; ``tanh`` in multi-step stage 0) and replaces FTBNN's
-clipped STE by its method's gradient estimator: Table 1's "GA". None declares the lean path
+0 kept as Appendix B's deployment needs; ``tanh`` in multi-step stage 0, which the base class
+applies) and overrides only ``binarize``, replacing FTBNN's clipped STE by its method's
+gradient estimator: Table 1's "GA". None declares the lean path
 exact (its int8 code holds the STE mask, not these gradients), so blocks built with them train
 on the plain graph.
 """
@@ -47,8 +48,8 @@ class ApproxSign(BinaryActivation):
     piecewise-polynomial ApproxSign derivative backward (:class:`ApproxSignFunction`), a
     closer fit to sign's than the STE's box. ``bound`` (the STE's window) is not used."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(x) if self.mode == "tanh" else approx_sign(x)
+    def binarize(self, x: Tensor) -> Tensor:
+        return approx_sign(x)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
@@ -74,9 +75,9 @@ class RSign(BinaryActivation):
             raise ValueError(f"RSign learns a threshold per channel; channels={channels}")
         self.threshold = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def binarize(self, x: Tensor) -> Tensor:
         # autograd's subtraction saves nothing: x − α is the one tensor kept for backward
-        return torch.tanh(x) if self.mode == "tanh" else approx_sign(x - self.threshold)
+        return approx_sign(x - self.threshold)
 
     def extra_repr(self) -> str:
         return f"channels={self.threshold.shape[1]}, mode={self.mode}"
@@ -130,9 +131,7 @@ class EDE(BinaryActivation):
         self.t_min, self.t_max = t_min, t_max
         self.progress = 0.0
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "tanh":
-            return torch.tanh(x)
+    def binarize(self, x: Tensor) -> Tensor:
         return EDEFunction.apply(x, *ede_schedule(self.progress, self.t_min, self.t_max))
 
     def extra_repr(self) -> str:

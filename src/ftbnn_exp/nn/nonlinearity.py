@@ -35,7 +35,7 @@ register_part("nonlinear", "identity", label="identity",
 register_part("nonlinear", "relu", label="ReLU", fused=lambda m: FusedActivation("relu"),
               make=lambda channels: nn.ReLU())(nn.ReLU)
 # per channel, PyTorch's init (0.25)
-register_part("nonlinear", "prelu", label="PReLU", fused=_prelu_fused,
+register_part("nonlinear", "prelu", label="PReLU", fused=_prelu_fused, decay=True,
               describe=lambda m: (f"PReLU {mean_range(m.weight)}", "1 (PReLU)"),
               make=lambda channels: nn.PReLU(channels))(nn.PReLU)
 

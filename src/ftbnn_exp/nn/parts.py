@@ -24,10 +24,11 @@ registered beside its class with :func:`register_part` and declares:
   α ⊗ β ⊗ γ) is given its conv's ``output_size=(H, W)`` by the model that builds it;
 - ``decay``: whether the part's own learnable scales or thresholds (its direct parameters,
   not a binary conv's latent weights, not child layers) get the optimizer's weight decay.
-  False by default: a per-channel scale or threshold pulled towards 0 changes what the part
-  computes (Γ → 0, RSign's α → 0), and none of the methods' papers states a decay on them.
-  Non-linear modules keep the real weights' decay (FTBNN's slopes: the paper is silent, and
-  Table 3's training stays as it was).
+  False by default, for every kind and a plug-in's part alike: a per-channel scale,
+  threshold or slope pulled towards 0 changes what the part computes (Γ → 0, RSign's α → 0),
+  and none of the methods' papers states a decay on them. The package's non-linear modules
+  with parameters (FPReLU, PReLU, RPReLU) declare it, keeping the real weights' decay
+  (FTBNN's slopes: the paper is silent, and Table 3's training stays as it was).
 
 A module's part is looked up by its exact class (:func:`part_of`): a subclass that is not
 registered itself has no traits, so it never inherits a lean path or a fused form that would
@@ -36,7 +37,6 @@ be wrong for it. Nothing outside this registry tests a part's type or name.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +44,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.registries import check_free, qualified_name
+from ftbnn_exp.validation import keyword_arguments
 
 PART_KINDS = ("binarizer", "scaling", "nonlinear")
 """``binarizer``: the activation binarizer in front of a binary conv; ``scaling``: the binary
@@ -108,16 +110,10 @@ class Part:
     def options(self) -> tuple[str, ...]:
         """The keyword arguments a user may give this part (``model.binarizer_options``,
         ``model.scaling_options``): its constructor's, up the classes its ``**kwargs`` pass
-        to, less those every part of its kind is given by the framework."""
-        names: list[str] = []
-        for fn in ([self.make] if self.make else
-                   [c.__init__ for c in self.cls.__mro__ if "__init__" in vars(c)]):
-            parameters = list(inspect.signature(fn).parameters.values())
-            names += [p.name for p in parameters if p.name != "self"
-                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-                break
-        return tuple(n for n in dict.fromkeys(names) if n not in FRAMEWORK_ARGUMENTS[self.kind])
+        to (:func:`~ftbnn_exp.validation.keyword_arguments`), less those every part of its kind
+        is given by the framework."""
+        names, _ = keyword_arguments(self.make or self.cls)
+        return tuple(n for n in names if n not in FRAMEWORK_ARGUMENTS[self.kind])
 
     def check_options(self, options: Mapping[str, Any], key: str) -> None:
         """A one-line error naming the first of ``options`` this part does not take."""
@@ -136,16 +132,27 @@ PARTS: dict[str, dict[str, Part]] = {kind: {} for kind in PART_KINDS}
 _BY_CLASS: dict[type, Part] = {}
 
 
-def register_part(kind: str, name: str, *, label: str | None = None, **traits: Any
-                  ) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register_part(kind: str, name: str, *, label: str | None = None, replace: bool = False,
+                  **traits: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Register the decorated class as part ``name`` of ``kind``; ``traits`` as :class:`Part`.
     A kind's constructor: a binarizer ``(channels, bound=)``; a scaling that of
-    :class:`~ftbnn_exp.nn.BinaryConv2d`; a non-linear module ``(channels)`` (``make=``)."""
+    :class:`~ftbnn_exp.nn.BinaryConv2d`; a non-linear module ``(channels)`` (``make=``).
+    A taken name, or a class already registered as another part, is refused in one line
+    unless ``replace=True`` (:mod:`ftbnn_exp.registries`)."""
     if kind not in PART_KINDS:
         raise ValueError(f"part kind {kind!r}; allowed: {', '.join(PART_KINDS)}")
 
     def register(cls: type[nn.Module]) -> type[nn.Module]:
         entry = Part(kind, name, cls, label or cls.__name__, **traits)
+        taken = PARTS[kind].get(name)
+        check_free(f"{kind} part registry", name, taken and taken.cls, cls, replace,
+                   "register_part(..., replace=True)")
+        other = _BY_CLASS.get(cls)
+        if other is not None and (other.kind, other.name) != (kind, name) and not replace:
+            raise InvalidArgument(f"{kind} part registry: {qualified_name(cls)} is already "
+                                  f"the {other.kind} part {other.name!r}; a class is one part "
+                                  f"(register a subclass), or register_part(..., "
+                                  f"replace=True)")
         PARTS[kind][name] = entry
         _BY_CLASS[cls] = entry
         return cls
@@ -184,14 +191,14 @@ def lean_exact(*modules: nn.Module) -> bool:
 
 
 def undecayed_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The direct parameters of every registered binarizer or scaling part that does not
-    declare ``decay`` (a binary conv's latent ``weight`` excepted: it has its own group)."""
+    """The direct parameters of every registered part that does not declare ``decay``, a
+    plug-in's included (a binary conv's latent weight among them is the optimizer's own
+    group: :func:`~ftbnn_exp.training.optim.parameter_groups`)."""
     found = []
     for module in model.modules():
         entry = part_of(module)
-        if entry is None or entry.decay or entry.kind == "nonlinear":
-            continue
-        found += [p for name, p in module.named_parameters(recurse=False) if name != "weight"]
+        if entry is not None and not entry.decay:
+            found += list(module.parameters(recurse=False))
     return found
 
 

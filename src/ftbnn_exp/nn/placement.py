@@ -9,12 +9,13 @@ ask the same registry.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ftbnn_exp.errors import InvalidArgument
+from ftbnn_exp.registries import check_free
+from ftbnn_exp.validation import keyword_arguments
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ Placement = Callable[..., bool]
 PLACEMENTS: dict[str, Placement] = {}
 
 
-def register_placement(name: str) -> Callable[[Placement], Placement]:
-    """Register ``fn(position, **params) -> bool`` as ``placement=<name>``."""
+def register_placement(name: str, replace: bool = False) -> Callable[[Placement], Placement]:
+    """Register ``fn(position, **params) -> bool`` as ``placement=<name>``; a taken name is
+    refused in one line unless ``replace=True`` (:mod:`ftbnn_exp.registries`)."""
 
     def register(fn: Placement) -> Placement:
+        check_free("placement registry", name, PLACEMENTS.get(name), fn, replace,
+                   "register_placement(..., replace=True)")
         PLACEMENTS[name] = fn
         return fn
 
@@ -57,8 +61,7 @@ def check_placement_args(name: str, args: Mapping[str, Any], key: str = "placeme
                          prefix: str = "placement") -> None:
     """A one-line error naming ``key`` if no placement ``name`` is registered, or the first
     parameter (``<prefix>.<parameter>``) it does not take."""
-    parameters = dict(inspect.signature(placement(name, key)).parameters)
-    parameters.pop(next(iter(parameters)))  # the position
+    parameters = keyword_arguments(placement(name, key))[0][1:]  # less the position
     for arg in args:
         if arg not in parameters:
             allowed = ", ".join(parameters) or "none"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ftbnn_exp import plugins
-from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
+from ftbnn_exp.artifacts import RunFolder, load_checkpoint, model_from_checkpoint
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.compare import compare_runs, labels
 from ftbnn_exp.report.curves import plot_curves
@@ -109,10 +109,10 @@ def write_reports(root: Path) -> str:
 
 def report_folders(paths: list[Path]) -> str:
     """Whatever ``paths`` hold (:data:`DESCRIPTION`): the report, and where it was written."""
-    single = len(paths) == 1 and paths[0].is_dir() and not (paths[0] / "metrics.json").exists()
+    single = len(paths) == 1 and paths[0].is_dir() and not RunFolder(paths[0]).has_metrics()
     if single and any(run.table in BUILDERS for run in load_runs(paths[0])):
         return write_reports(paths[0]) + f"\nwritten: {paths[0] / 'report.md'}"
-    if single and not any(paths[0].rglob("metrics.json")):
+    if single and not any(paths[0].rglob(RunFolder.METRICS)):
         raise UserError(f"no Table 1, 3 or 4 runs and no other runs (no metrics.json) under "
                         f"'{paths[0]}'; give a run folder or the multirun folder of a sweep")
     folders = list(dict.fromkeys(f for path in paths for f in run_folders(path)))

@@ -10,26 +10,13 @@ and wall time, one column per run.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftbnn_exp.artifacts import Metric
+from ftbnn_exp.configs import config_diff
 from ftbnn_exp.report.runs import Run, read_config
-
-ABSENT = "(absent)"
-"""A key one run's config has and another's lacks."""
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys (``optimizer.lr``) to leaf values; a list or an empty mapping is a value."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_source(runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
@@ -40,26 +27,7 @@ def config_source(runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
     if all(config is not None for config in saved):
         return ".hydra/config.yaml as saved, not resolved", saved
     return ("metrics.json's resolved config: a run folder has no .hydra/config.yaml",
-            [run.metrics.get("config") or {} for run in runs])
-
-
-def config_diff(configs: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """The dotted keys whose values are not the same in every config, in the order they first
-    appear, with each config's value (:data:`ABSENT` where it has none)."""
-    flat = [flatten(config) for config in configs]
-    keys = dict.fromkeys(key for one in flat for key in one)
-    diff = {}
-    for key in keys:
-        values = [one.get(key, ABSENT) for one in flat]
-        if any(_same(v) != _same(values[0]) for v in values[1:]):
-            diff[key] = values
-    return diff
-
-
-def _same(value: Any) -> str:
-    """A value's identity for the diff, as its JSON text: 1, 1.0 and true are different
-    settings; mappings compare whatever their key order."""
-    return json.dumps(value, sort_keys=True, default=str)
+            [run.metrics.get(Metric.CONFIG) or {} for run in runs])
 
 
 def text(value: Any) -> str:
@@ -90,8 +58,8 @@ def _status(run: Run) -> str:
 
 def _best_val(run: Run) -> str:
     """The best validation top-1 and its epoch, counted from 1 as the curves count it."""
-    best = run.metrics.get("best") or {}
-    value, epoch = best.get("val/top1"), best.get("epoch")
+    best = run.metrics.get(Metric.BEST) or {}
+    value, epoch = best.get(Metric.VAL_TOP1), best.get("epoch")
     if not isinstance(value, int | float):
         return ""
     return f"{value:.2f}" + (f" (epoch {epoch + 1})" if isinstance(epoch, int) else "")
@@ -100,7 +68,7 @@ def _best_val(run: Run) -> str:
 def wall_time(run: Run) -> str:
     """``wall_seconds`` of ``metrics.json`` (training and test, resumed runs' time included)
     as ``42.0 s``, ``3 min 05 s`` or ``2 h 07 min``; empty where the run did not record it."""
-    seconds = run.metrics.get("wall_seconds")
+    seconds = run.metrics.get(Metric.WALL_SECONDS)
     if not isinstance(seconds, int | float):
         return ""
     if seconds < 60:
@@ -113,10 +81,10 @@ def wall_time(run: Run) -> str:
 
 RESULTS: tuple[tuple[str, Callable[[Run], str]], ...] = (
     ("status", _status),
-    ("test top-1 (%)", lambda r: _number(r.final("test/top1"))),
-    ("test top-5 (%)", lambda r: _number(r.final("test/top5"))),
+    ("test top-1 (%)", lambda r: _number(r.final(Metric.TEST_TOP1))),
+    ("test top-5 (%)", lambda r: _number(r.final(Metric.TEST_TOP5))),
     ("best val top-1 (%)", _best_val),
-    ("epochs run", lambda r: _number(r.metrics.get("epochs_run"), "{}")),
+    ("epochs run", lambda r: _number(r.metrics.get(Metric.EPOCHS_RUN), "{}")),
     ("wall time", wall_time),
 )
 """The rows of a run's results: label and cell."""
@@ -124,7 +92,7 @@ RESULTS: tuple[tuple[str, Callable[[Run], str]], ...] = (
 COMPLEXITY = (("params", "Params (M)"), ("flops", "FLOPs (M)"), ("bops", "BOPs (M)"),
               ("budget", "budget: FLOPs + BOPs/64 (M)"))
 """Complexity keys of ``metrics.json`` and their labels (Section 3.2, Fig. 3 right)."""
-SIZES = (("complexity", "its data"), ("complexity_imagenet", "224 px, 1000 classes"))
+SIZES = ((Metric.COMPLEXITY, "its data"), (Metric.COMPLEXITY_IMAGENET, "224 px, 1000 classes"))
 """Where the run counted its complexity: at its own input size, and at ImageNet's."""
 
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.report.ordering import Ordering
 from ftbnn_exp.report.runs import Run
 from ftbnn_exp.report.setting import num_classes
@@ -81,7 +82,7 @@ def curves_figure(results: dict[str, list[Run]], title: str,
 def last_epoch(results: dict[str, list[Run]]) -> int:
     """The last epoch any run logged, counted from 1 (0: none)."""
     return max((epoch for runs in results.values() for run in runs
-                for epoch, _ in _points(run, "val/top1") + _points(run, "train/loss")),
+                for epoch, _ in _points(run, Metric.VAL_TOP1) + _points(run, Metric.TRAIN_LOSS)),
                default=0)
 
 
@@ -103,7 +104,7 @@ def _chance_line(accuracy: Axes, results: dict[str, list[Run]]) -> None:
 def _loss_scale(loss: Axes, results: dict[str, list[Run]]) -> None:
     """Logarithmic when the losses span more than :data:`LOG_SPAN` (all positive)."""
     values = [v for runs in results.values() for run in runs
-              for _, v in _points(run, "train/loss")]
+              for _, v in _points(run, Metric.TRAIN_LOSS)]
     if values and min(values) > 0 and max(values) / min(values) > LOG_SPAN:
         loss.set_yscale("log")
         loss.set_ylabel("train loss (log scale)")
@@ -115,8 +116,8 @@ def _one_epoch_bars(accuracy: Axes, loss: Axes, results: dict[str, list[Run]],
     training loss."""
     rows = list(results)
     handles = []
-    for axis, key, name in ((accuracy, "val/top1", "val top-1 (%)"),
-                            (loss, "train/loss", "train loss")):
+    for axis, key, name in ((accuracy, Metric.VAL_TOP1, "val top-1 (%)"),
+                            (loss, Metric.TRAIN_LOSS, "train loss")):
         for x, row in enumerate(rows):
             colour, marker = styles[row]
             values = [v for run in results[row] for _, v in _points(run, key)]
@@ -170,7 +171,7 @@ def _row_curves(accuracy: Axes, loss: Axes, row: str, seeds: list[Run],
     colour, marker = style
     first = None
     for run in seeds:
-        for axis, key in ((accuracy, "val/top1"), (loss, "train/loss")):
+        for axis, key in ((accuracy, Metric.VAL_TOP1), (loss, Metric.TRAIN_LOSS)):
             points = _points(run, key)
             if not points:
                 continue

@@ -15,7 +15,14 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from ftbnn_exp.artifacts import data_module, load_checkpoint, model_from_checkpoint
+from ftbnn_exp.artifacts import (
+    LAST,
+    Metric,
+    RunFolder,
+    data_module,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.models.toy import KINDS
 from ftbnn_exp.report.discrepancy import feature_discrepancy
@@ -46,7 +53,7 @@ class KindResult:
 
 
 def _restore(run: Run):
-    checkpoint = load_checkpoint(run.path / "checkpoints" / "last.ckpt")
+    checkpoint = load_checkpoint(RunFolder(run.path).checkpoint(LAST))
     datamodule = data_module(checkpoint["ftbnn_exp"])
     datamodule.setup("test")
     model = model_from_checkpoint(checkpoint)
@@ -64,8 +71,8 @@ def _plane(features: Tensor) -> tuple[Tensor, bool]:
 
 @torch.no_grad()
 def analyse(kind: str, runs: list[Run]) -> KindResult:
-    done = [r for r in runs if r.status == "completed" and r.final("test/top1") is not None]
-    accuracies = [r.final("test/top1") for r in done]
+    done = [r for r in runs if r.status == "completed" and r.final(Metric.TEST_TOP1) is not None]
+    accuracies = [r.final(Metric.TEST_TOP1) for r in done]
     if not done:
         return KindResult(kind, [], float("nan"), float("nan"), torch.zeros(0, 2),
                           torch.zeros(0), False)

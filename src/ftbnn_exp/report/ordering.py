@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.paper import PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4
 from ftbnn_exp.report.runs import Run
 from ftbnn_exp.report.seeds import Spread
@@ -44,7 +45,7 @@ MIN_ROWS = 3
 def our_top1(runs: list[Run]) -> float | None:
     """A row's mean test top-1 over its completed seeds (the table's cell), None if none."""
     spread = Spread(tuple(v for run in runs if outcome(run) is None
-                          and (v := run.final("test/top1")) is not None))
+                          and (v := run.final(Metric.TEST_TOP1)) is not None))
     return spread.mean if spread.n else None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftbnn_exp.artifacts import read_json, read_yaml
+from ftbnn_exp.artifacts import Metric, RunFolder, read_yaml
 from ftbnn_exp.errors import UserError
 
 PAPER_TABLES = ("table1", "table3", "table4")
@@ -32,7 +32,7 @@ class Run:
         """The paper table the run belongs to: its config's ``group`` where that names one (an
         overlay of a row on other data, ``experiment=cifar10/<row>``, keeps ``group:
         table3``), else its experiment's folder (``table3/<row>``)."""
-        group = (self.metrics.get("config") or {}).get("group")
+        group = (self.metrics.get(Metric.CONFIG) or {}).get("group")
         if group in PAPER_TABLES:
             return group
         experiment = self.metrics.get("experiment") or ""
@@ -44,7 +44,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "unknown")
+        return self.metrics.get(Metric.STATUS, "unknown")
 
     @property
     def seed(self) -> int | None:
@@ -59,7 +59,7 @@ class Run:
     def stages(self) -> list[int]:
         """The stages its pipeline runs: the one asked for (``stage=N``), else ``kd.stages``
         (older runs: every stage of ``kd.epochs``); empty for a plain run."""
-        config = self.metrics.get("config") or {}
+        config = self.metrics.get(Metric.CONFIG) or {}
         if isinstance(config.get("stage"), int):
             return [config["stage"]]
         kd = config.get("kd") or {}
@@ -79,11 +79,11 @@ class Run:
 
     def _recorded(self, key: str) -> int | None:
         """``key`` as the run recorded it, else from its resolved config."""
-        value = self.metrics.get(key, (self.metrics.get("config") or {}).get(key))
+        value = self.metrics.get(key, (self.metrics.get(Metric.CONFIG) or {}).get(key))
         return value if isinstance(value, int) else None
 
     def final(self, key: str) -> float | None:
-        value = self.metrics.get("final", {}).get(key)
+        value = self.metrics.get(Metric.FINAL, {}).get(key)
         return float(value) if isinstance(value, int | float) else None
 
 
@@ -108,7 +108,7 @@ def read_curve(run_dir: Path, history: list[dict[str, Any]]) -> list[dict[str, f
             if epoch is None:
                 continue
             row = by_epoch.setdefault(int(epoch), {"epoch": int(epoch)})
-            for key in ("val/top1", "train/loss", "train/top1"):
+            for key in (Metric.VAL_TOP1, Metric.TRAIN_LOSS, Metric.TRAIN_TOP1):
                 value = _number(record.get(key, ""))
                 if value is not None:
                     row[key] = value
@@ -120,18 +120,18 @@ def load_run(folder: Path) -> Run:
     object, larger or deeper than :func:`~ftbnn_exp.artifacts.read_json` takes) is a run
     with status ``unreadable``, so a report still lists the folder."""
     try:
-        metrics = read_json(folder / "metrics.json")
+        metrics = RunFolder(folder).read_metrics()
     except UserError:
         metrics = None
     if not isinstance(metrics, dict):
-        metrics = {"status": "unreadable"}
-    history = metrics.get("history")
+        metrics = {Metric.STATUS: "unreadable"}
+    history = metrics.get(Metric.HISTORY)
     return Run(folder, metrics, read_curve(folder, history if isinstance(history, list) else []))
 
 
 def load_runs(root: Path) -> list[Run]:
     """Every run under ``root``, each stage and teacher of a multi-step job included."""
-    return [load_run(file.parent) for file in sorted(root.rglob("metrics.json"))]
+    return [load_run(file.parent) for file in sorted(root.rglob(RunFolder.METRICS))]
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -141,9 +141,9 @@ def run_folders(path: Path) -> list[Path]:
     if not path.is_dir():
         raise UserError(f"'{path}' is not a folder; give run folders (each with metrics.json) "
                         f"or multirun folders")
-    if (path / "metrics.json").is_file():
+    if RunFolder(path).has_metrics():
         return [path]
-    found = sorted(file.parent for file in path.rglob("metrics.json"))
+    found = sorted(file.parent for file in path.rglob(RunFolder.METRICS))
     outer = [f for f in found if not any(o in f.parents for o in found)]
     if not outer:
         raise UserError(f"'{path}' has no metrics.json and no run folders under it; give a run "

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.report.runs import Run
 
 
@@ -42,7 +43,7 @@ flagged (distillation rows add their own terms and are judged by top-1 only)."""
 
 
 def _kwargs(run: Run) -> Mapping[str, Any]:
-    spec = run.metrics.get("model_spec") or {}
+    spec = run.metrics.get(Metric.MODEL_SPEC) or {}
     kwargs = spec.get("kwargs") if isinstance(spec, Mapping) else None
     return kwargs if isinstance(kwargs, Mapping) else {}
 
@@ -53,12 +54,12 @@ def _number(value: Any) -> int | None:
 
 def setting(run: Run) -> Setting:
     """Data set, input size and epochs a run trained (a multi-step stage: its own epochs)."""
-    config = run.metrics.get("config") or {}
+    config = run.metrics.get(Metric.CONFIG) or {}
     data = config.get("data") if isinstance(config, Mapping) else None
     data = data if isinstance(data, Mapping) else {}
     name = run.metrics.get("data") or data.get("name")
     size = _number(_kwargs(run).get("image_size")) or _number(data.get("image_size"))
-    return Setting(str(name) if name else "", size, _number(run.metrics.get("epochs_run")))
+    return Setting(str(name) if name else "", size, _number(run.metrics.get(Metric.EPOCHS_RUN)))
 
 
 def settings_text(runs: Iterable[Run]) -> str:
@@ -70,13 +71,13 @@ def num_classes(run: Run) -> int | None:
     classes = _number(_kwargs(run).get("num_classes"))
     if classes:
         return classes
-    config = run.metrics.get("config") or {}
+    config = run.metrics.get(Metric.CONFIG) or {}
     data = config.get("data") if isinstance(config, Mapping) else None
     return _number(data.get("num_classes")) if isinstance(data, Mapping) else None
 
 
 def last_loss(run: Run) -> float | None:
-    losses = [p["train/loss"] for p in run.curve if "train/loss" in p]
+    losses = [p[Metric.TRAIN_LOSS] for p in run.curve if Metric.TRAIN_LOSS in p]
     return float(losses[-1]) if losses else None
 
 
@@ -84,11 +85,11 @@ def flags(run: Run) -> list[str]:
     """Why ``run``'s top-1 says nothing about its method: at chance, or a loss that blew up."""
     found = []
     classes = num_classes(run)
-    top1 = run.final("test/top1")
+    top1 = run.final(Metric.TEST_TOP1)
     if classes and top1 is not None and top1 <= CHANCE_MARGIN * 100 / classes:
         found.append(f"at chance (top-1 {top1:.1f} %, 1/{classes} = {100 / classes:.1f} %)")
     loss = last_loss(run)
-    distilled = bool((run.metrics.get("config") or {}).get("kd"))
+    distilled = bool((run.metrics.get(Metric.CONFIG) or {}).get("kd"))
     if loss is not None and not math.isfinite(loss):
         found.append("train loss not finite")
     elif loss is not None and classes and not distilled and loss > HUGE_LOSS * math.log(classes):

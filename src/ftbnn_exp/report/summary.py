@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftbnn_exp.artifacts import load_checkpoint, model_from_checkpoint
+from ftbnn_exp.artifacts import (
+    BEST,
+    LAST,
+    Metric,
+    RunFolder,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.report.compare import COMPLEXITY, SIZES, complexity, markdown_table, result_rows
 from ftbnn_exp.report.curves import plot_curves
@@ -14,7 +21,7 @@ from ftbnn_exp.report.runs import Run
 
 FACTS = ("run_name", "experiment", "row", "model", "nonlinearity", "data", "seed")
 """The keys of ``metrics.json`` that say what the run was."""
-CHECKPOINTS = ("last.ckpt", "best.ckpt")
+CHECKPOINTS = (LAST, BEST)
 """Table 2 reads the weights the run was tested with by default (``test_weights=last``)."""
 
 
@@ -22,19 +29,21 @@ def table2(folder: Path) -> str:
     """Table 2 (the non-linear module after each binary conv) of the run's checkpoint, or why
     there is none: a run's summary is still worth reading when its model has no binary
     blocks or needs a plug-in that is not loaded."""
-    for name in CHECKPOINTS:
-        file = folder / "checkpoints" / name
+    run = RunFolder(folder)
+    files = [run.checkpoint(name) for name in CHECKPOINTS]
+    for file in files:
         if file.is_file():
             try:
                 table = fprelu_table(model_from_checkpoint(load_checkpoint(file)))
             except UserError as error:
                 return f"Not available: {error}"
-            return f"Of `checkpoints/{name}`:\n\n```\n{table}\n```"
-    return "Not available: no checkpoints/last.ckpt or checkpoints/best.ckpt in the folder."
+            return f"Of `{file.relative_to(folder)}`:\n\n```\n{table}\n```"
+    shown = " or ".join(str(file.relative_to(folder)) for file in files)
+    return f"Not available: no {shown} in the folder."
 
 
 def _complexity_table(run: Run) -> str:
-    counted = run.metrics.get("complexity") or {}
+    counted = run.metrics.get(Metric.COMPLEXITY) or {}
     convention = counted.get("convention", "?") if isinstance(counted, dict) else "?"
     rows = [[label, *(complexity(run, record, key) for record, _ in SIZES)]
             for key, label in COMPLEXITY]

@@ -4,12 +4,12 @@ row's mean ± std over its seeds, and the rows its difference from is not resolv
 from __future__ import annotations
 
 import csv
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.models import family
 from ftbnn_exp.nn import part
@@ -54,7 +54,7 @@ class ReportTable:
 
     def write_runs_csv(self, path: Path) -> None:
         """One line per row and seed: each seed's own numbers behind a row's mean ± std."""
-        keys = ("test/top1", "test/top5", "val/top1", "train/top1")
+        keys = (Metric.TEST_TOP1, Metric.TEST_TOP5, Metric.VAL_TOP1, Metric.TRAIN_TOP1)
         with path.open("w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(["row", "seed", "result", *keys, "epochs", "folder"])
@@ -62,7 +62,7 @@ class ReportTable:
                 for run in seeds:
                     writer.writerow([row, run.seed, outcome(run) or "completed",
                                      *(_raw(run.final(k)) for k in keys),
-                                     run.metrics.get("epochs_run", ""), run.path])
+                                     run.metrics.get(Metric.EPOCHS_RUN, ""), run.path])
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -89,7 +89,7 @@ def outcome(run: Run) -> str | None:
 
 def _deviations(run: Run) -> list[str]:
     """How a run's score departs from :data:`PROTOCOL`, as read off its resolved config."""
-    config = run.metrics.get("config") or {}
+    config = run.metrics.get(Metric.CONFIG) or {}
     trainer = config.get("trainer") or {}
     limit = trainer.get("limit_test_batches")
     found = []
@@ -160,7 +160,7 @@ def _rows(runs: list[Run], table: str, keys: list[str]) -> tuple[dict[str, RowSe
     """Each of the paper's rows (``keys``) with its seeds, and its *not resolved from* mark."""
     found = by_row_and_seed(runs, table)
     rows = {key: RowSeeds(found.get(key, [])) for key in keys}
-    return rows, unresolved({key: row.spread("test/top1") for key, row in rows.items()})
+    return rows, unresolved({key: row.spread(Metric.TEST_TOP1) for key, row in rows.items()})
 
 
 SETTING_COLUMNS = [f"our setting (paper: {PAPER.text()})", "flags"]
@@ -181,39 +181,27 @@ def _results(rows: dict[str, RowSeeds]) -> dict[str, list[Run]]:
     return {key: row.runs for key, row in rows.items() if row.runs}
 
 
-def _part_name(spec: Mapping[str, Any], key: str) -> str | None:
-    """A run's part ``key`` (binarizer, scaling): from its model spec, else its family's
-    default; None where the family has no such argument."""
-    kwargs = spec.get("kwargs", {})
-    if key in kwargs:
-        return kwargs[key]
-    try:
-        parameter = inspect.signature(family(spec.get("family", "")).builder).parameters.get(key)
-    except InvalidArgument:
-        return None
-    return None if parameter is None else parameter.default
-
-
 def strategies(metrics: Mapping[str, Any]) -> set[str] | None:
     """Table 1's strategies a run used, read off its resolved config and its parts' traits
     (never typed per row): KD, distillation weights above 0; MS, more than one stage run; GA and
-    Scaling, from the ``table1`` trait of its binarizer and scaling. None when unknown (a
-    plug-in's part that is not loaded here)."""
-    config, spec = metrics.get("config") or {}, metrics.get("model_spec") or {}
+    Scaling, from the ``table1`` trait of the parts its family declares it takes
+    (:attr:`~ftbnn_exp.models.Family.parts`). None when unknown: a family that declares no
+    parts, or a plug-in's family or part that is not loaded here."""
+    config, spec = metrics.get(Metric.CONFIG) or {}, metrics.get(Metric.MODEL_SPEC) or {}
     kd = config.get("kd") or {}
     used = set()
     if kd and (kd.get("kd_weight", 0) > 0 or kd.get("attention_weight", 0) > 0):
         used.add("KD")
     if kd and len(kd.get("stages") or kd.get("epochs") or ()) > 1:
         used.add("MS")
-    for kind in ("binarizer", "scaling"):
-        name = _part_name(spec, kind)
-        if name is None:
-            continue
-        try:
-            used.update(part(kind, name).table1)
-        except InvalidArgument:
+    try:
+        names = family(spec.get("family", "")).part_names(spec.get("kwargs") or {})
+        if names is None:
             return None
+        for kind, name in names.values():
+            used.update(part(kind, name).table1)
+    except InvalidArgument:
+        return None
     return used
 
 
@@ -228,7 +216,7 @@ _DIGITS = {"flops": 1, "bops": 0, "params": 2, "budget": 1}
 
 def _complexity(run: Run | None, keys: tuple[str, ...]) -> list[str]:
     """A run's complexity at ImageNet's size in millions, one cell per key ("" if unknown)."""
-    c = (run.metrics.get("complexity_imagenet") or {}) if run else {}
+    c = (run.metrics.get(Metric.COMPLEXITY_IMAGENET) or {}) if run else {}
     return [_fmt(c[key] / 1e6, _DIGITS[key]) if c else "" for key in keys]
 
 
@@ -243,7 +231,7 @@ def table1(runs: list[Run]) -> ReportTable:
         reference = ([*_marks(paper.strategies), f"{paper.top1}"] if paper.top1 is not None
                      else ["n/a"] * (len(STRATEGIES) + 1))
         budget = f"~{paper.budget_m:g}" if paper.budget_m else "n/a"
-        top1 = seeds.cell("test/top1") if paper.configured else "not configured"
+        top1 = seeds.cell(Metric.TEST_TOP1) if paper.configured else "not configured"
         rows.append([paper.description, *used, top1, seeds.count(), marks[paper.row], *counts,
                      budget, *reference, *_setting_cells(seeds)])
     header = ["method", *STRATEGIES, "ours top-1", "n", "not resolved from", "FLOPs (M)",
@@ -264,10 +252,10 @@ def table3(runs: list[Run]) -> ReportTable:
         seeds = ours[paper.row]
         run = seeds.first
         data = run.metrics.get("data", "") if run else ""
-        epochs = "/".join(dict.fromkeys(str(r.metrics.get("epochs_run", "")) for r in
+        epochs = "/".join(dict.fromkeys(str(r.metrics.get(Metric.EPOCHS_RUN, "")) for r in
                                         seeds.done or seeds.runs))
-        rows.append([paper.description, paper.row, seeds.cell("test/top1"),
-                     seeds.cell("test/top5"), seeds.count(), marks[paper.row], data, epochs,
+        rows.append([paper.description, paper.row, seeds.cell(Metric.TEST_TOP1),
+                     seeds.cell(Metric.TEST_TOP5), seeds.count(), marks[paper.row], data, epochs,
                      f"{paper.top1}", f"{paper.top5}", *_setting_cells(seeds)])
     header = ["model", "row", "ours top-1", "ours top-5", "n", "not resolved from", "our data",
               "epochs", "paper top-1 (ImageNet)", "paper top-5 (ImageNet)", *SETTING_COLUMNS]
@@ -282,7 +270,7 @@ def table4(runs: list[Run]) -> ReportTable:
         seeds = ours[paper.key]
         run = seeds.first
         counts = _complexity(run, ("flops", "bops", "params", "budget"))
-        scores = [seeds.cell(key) for key in ("train/top1", "val/top1", "test/top1")]
+        scores = [seeds.cell(key) for key in (Metric.TRAIN_TOP1, Metric.VAL_TOP1, Metric.TEST_TOP1)]
         rows.append([f"~{paper.budget}", str(paper.depth), str(paper.groups),
                      str(run.metrics.get("width", "")) if run else "", *counts, *scores,
                      seeds.count(), marks[paper.key], f"{paper.flops_m}", f"{paper.bops_m:g}",

@@ -13,7 +13,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ftbnn_exp.artifacts import read_json, write_json_atomic
+from ftbnn_exp.artifacts import Metric, read_json, write_json_atomic
 from ftbnn_exp.errors import UserError
 from ftbnn_exp.training.checkpoint_io import DiskFull, disk_full_named
 from ftbnn_exp.training.module import ClassificationModule
@@ -50,10 +50,10 @@ class RunRecord(L.Callback):
             except UserError:
                 earlier = {}
             earlier = earlier if isinstance(earlier, dict) else {}
-            history = earlier.get("history")
+            history = earlier.get(Metric.HISTORY)
             self.history = [row for row in history if isinstance(row, dict) and isinstance(
                 row.get("epoch"), int)] if isinstance(history, list) else []
-            seconds = earlier.get("wall_seconds")
+            seconds = earlier.get(Metric.WALL_SECONDS)
             self._earlier_seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
         self.status = "running"
         self.test: dict[str, float] = {}
@@ -64,19 +64,20 @@ class RunRecord(L.Callback):
 
     def payload(self, module: ClassificationModule | None = None) -> dict[str, Any]:
         diverged = module.diverged_at_epoch if module is not None else None
-        best = max(self.history, key=lambda row: row.get("val/top1", float("-inf")),
+        best = max(self.history, key=lambda row: row.get(Metric.VAL_TOP1, float("-inf")),
                    default=None)
+        # this process's time since the run started, plus that of the runs it resumed
+        seconds = self._earlier_seconds + time.monotonic() - self._started
         return {
             **self.info,
-            "status": self.status,
+            Metric.STATUS: self.status,
             "diverged_epoch": diverged,
-            "epochs_run": len(self.history),
-            # this process's time since the run started, plus that of the runs it resumed
-            "wall_seconds": round(self._earlier_seconds + time.monotonic() - self._started, 1),
-            "final": {**(self.history[-1] if self.history else {}), **self.test},
-            "best": ({"epoch": best["epoch"], "val/top1": best.get("val/top1")}
-                     if best and "val/top1" in best else {}),
-            "history": self.history,
+            Metric.EPOCHS_RUN: len(self.history),
+            Metric.WALL_SECONDS: round(seconds, 1),
+            Metric.FINAL: {**(self.history[-1] if self.history else {}), **self.test},
+            Metric.BEST: ({"epoch": best["epoch"], Metric.VAL_TOP1: best.get(Metric.VAL_TOP1)}
+                          if best and Metric.VAL_TOP1 in best else {}),
+            Metric.HISTORY: self.history,
         }
 
     @rank_zero_only
@@ -215,7 +216,7 @@ class RngState(L.Callback):
 class EpochLine(L.Callback):
     """One plain line per epoch where there is no terminal for a progress bar (logs, SLURM)."""
 
-    shown = ("train/loss", "train/top1", "val/top1", "val/top5")
+    shown = (Metric.TRAIN_LOSS, Metric.TRAIN_TOP1, Metric.VAL_TOP1, "val/top5")
 
     def __init__(self) -> None:
         self._epoch_in_progress: int | None = None

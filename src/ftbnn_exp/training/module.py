@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from ftbnn_exp.artifacts import Metric
 from ftbnn_exp.training.optim import (
     OptimizerSpec,
     SchedulerSpec,
@@ -110,8 +111,8 @@ class ClassificationModule(L.LightningModule):
         loss_sum, correct, images = self.trainer.strategy.reduce(
             self.train_sums.clone(), reduce_op="sum").tolist()
         if images:
-            self.log_dict({"train/loss": loss_sum / images, "train/top1": 100.0 * correct / images},
-                          prog_bar=True)
+            self.log_dict({Metric.TRAIN_LOSS: loss_sum / images,
+                           Metric.TRAIN_TOP1: 100.0 * correct / images}, prog_bar=True)
         self.train_sums.zero_()
 
     def on_validation_epoch_end(self) -> None:

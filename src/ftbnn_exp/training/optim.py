@@ -64,7 +64,7 @@ def parameter_groups(model: nn.Module, spec: OptimizerSpec) -> list[dict]:
     (no decay unless their part declares it: :func:`~ftbnn_exp.nn.parts.undecayed_parameters`)
     and every other parameter (``weight_decay``)."""
     binary = {id(p) for p in binary_weight_parameters(model)}
-    parts = {id(p) for p in undecayed_parameters(model)}
+    parts = {id(p) for p in undecayed_parameters(model)} - binary
     groups = [
         {"params": [p for p in model.parameters() if id(p) in binary],
          "weight_decay": spec.binary_weight_decay, "name": "binary"},
