@@ -73,9 +73,10 @@ derived: $(STAMP) ## Table 4: the 20 derived models as one multirun, then the re
 	$(call table_run,table4,3)
 
 # One pytest worker per core, at most 4 (each holds torch and Lightning: ~1.5 GB); a worker and
-# the CLI processes it starts run one thread each (tests/conftest.py). JOBS=1: one process.
+# the CLI processes it starts run one thread each (tests/conftest.py). JOBS=0: no workers, the
+# tests in this one process at its default threads.
 JOBS ?= auto
-test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores; JOBS=1 for one process)
+test: $(STAMP) ## Run the default test suite (< 10 min on 2 cores; JOBS=0: one process)
 	$(PY) -m pytest -q -n $(JOBS) --maxprocesses 4
 
 test-slow: $(STAMP) ## Run the tests marked slow (long end-to-end runs, benchmark dry runs)
