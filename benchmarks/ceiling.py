@@ -1,5 +1,6 @@
 """``make bench-deploy``, part 2: every binary conv of FTBNN-18 and of Table 4's L34-G5 (at its
-135M width) against this CPU's popcount ceiling, at 1 thread.
+135M width) against this CPU's popcount ceiling, and every real-valued layer (stem, real
+shortcuts, head) against its fp32 FMA ceiling (:mod:`benchmarks.real_layers`), at 1 thread.
 
 The ceiling is a tight XOR + POPCNT + ADD loop over L1-resident words on the best kernel path
 (``deploy/kernels/ceiling.cpp``): the binary multiply-adds per second no conv on that path can
@@ -36,17 +37,22 @@ from typing import Any
 
 import torch
 
+from benchmarks import real_layers
 from benchmarks.common import baseline, trained_like
 from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.layers import to_inference
 from ftbnn_exp.deploy.rate import (
     LayerKind,
+    best_fma_path,
     calls_for,
     ceiling_kernels,
     ceiling_rate,
+    fma_paths,
+    fma_rate,
     kind_layers,
 )
+from ftbnn_exp.deploy.runners import runner_of
 from ftbnn_exp.deploy.timing import Spread
 from ftbnn_exp.models import family
 from ftbnn_exp.models.derived import DerivedFTBNN, derived_ftbnn
@@ -130,8 +136,11 @@ def layer_of(name: str, kernel: fast.FusedBinaryConv, args: tuple, kwargs: dict)
                  formula, bits_used(conv), border)
 
 
-def recorded_layers(model: torch.nn.Module, image_size: int) -> list[Layer]:
-    """Every binary conv of ``model``'s fused runner, with the inputs one forward pass gave."""
+def recorded_layers(model: torch.nn.Module, image_size: int
+                    ) -> tuple[list[Layer], list[real_layers.RealLayer]]:
+    """Every binary conv of ``model``'s fused runner, with the inputs one forward pass gave,
+    and the rows of its real-valued layers (:mod:`benchmarks.real_layers`) from the same
+    pass."""
     inference = to_inference(model)
     runner, how = fast.fastest(inference, family_of(model))
     if not how.startswith("fused blocks"):
@@ -139,11 +148,14 @@ def recorded_layers(model: torch.nn.Module, image_size: int) -> list[Layer]:
     names = fast.block_names(inference)
     labels = [names[unit.conv].rpartition(".")[0] for unit in runner.units]  # its block
     runner.kernels = [Recorder(k) for k in runner.kernels]
+    parts = real_layers.record_parts(runner, labels)
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         runner(x)
-    return [layer_of(label, r.kernel, *r.calls[0])
-            for label, r in zip(labels, runner.kernels, strict=True)]
+    return ([layer_of(label, r.kernel, *r.calls[0])
+             for label, r in zip(labels, runner.kernels, strict=True)],
+            real_layers.real_layers(runner, parts, inference,
+                                    runner_of(family_of(model))(inference).stem))
 
 
 def family_of(model: torch.nn.Module) -> str:
@@ -226,6 +238,12 @@ def print_ceilings(rounds: int) -> None:
         cells.append(f"{path} {mid / 1e9:.0f} GMAC/s (min {low / 1e9:.0f}, max {high / 1e9:.0f})")
     print(f"popcount ceiling, 1 thread, XOR + POPCNT + ADD over L1 ({rounds} samples): "
           + "; ".join(cells))
+    cells = []
+    for path in fma_paths():
+        low, mid, high = Spread.of([fma_rate(path) for _ in range(rounds)])
+        cells.append(f"{path} {mid / 1e9:.1f} GMAC/s (min {low / 1e9:.1f}, max {high / 1e9:.1f})")
+    print(f"fp32 ceiling, 1 thread, register-resident FMA loop ({rounds} samples): "
+          + "; ".join(cells))
 
 
 WORD_CHANNELS = (64, 128, 256, 512)
@@ -272,14 +290,16 @@ def main() -> None:
     if fast.kernels() is None or ceiling_kernels() is None:
         raise SystemExit("error: the C++ kernels could not be built here (see the warning)")
     torch.set_num_threads(1)
-    path = fast.PATHS[fast.best_path()]
+    path, fp32_path = fast.PATHS[fast.best_path()], best_fma_path()
     print_ceilings(max(args.repeats, 10))
     for name, model in networks(args.image_size).items():
-        layers = recorded_layers(model, args.image_size)
+        layers, real = recorded_layers(model, args.image_size)
         measure(layers, path, args.repeats)
+        real_layers.measure(real, fp32_path, args.repeats)
         print(f"{name} at {args.image_size} px, batch 1, 1 thread, {path}, {args.repeats} "
               f"rounds")
         report(name, layers)
+        real_layers.report(name, real, fp32_path)
     words_per_pixel(path, args.repeats)
 
 if __name__ == "__main__":

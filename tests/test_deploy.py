@@ -219,3 +219,6 @@ def test_trained_model_verifies_exactly(tmp_path, model):
                                 "--stem", "bf16"], capture_output=True, text=True, timeout=600)
         assert loose.returncode == 0, loose.stderr[-2000:]
         assert "with the bf16 stem (opt-in, not bit-exact)" in loose.stdout
+        for path in fast.supported_paths():  # top-1 agreement and the largest logit move
+            assert re.search(rf"{path} (exact|not bit-exact), top-1 the same on [\d.]+ %, max "
+                             rf"logit difference [\d.e+-]+", loose.stdout), loose.stdout

@@ -282,3 +282,42 @@ def test_spread_and_a_busy_process_that_stops():
     with busy_process(limit_s=30):
         assert len(multiprocessing.active_children()) == 1
     assert multiprocessing.active_children() == []
+
+
+def _stem(kernel: int, channels: int, bias: bool, generator) -> nn.Sequential:
+    """An ImageNet stem (conv → BN → max-pool) with BN scales of every sign, zero included."""
+    layers = nn.Sequential(nn.Conv2d(3, channels, kernel, 2, kernel // 2, bias=bias),
+                           nn.BatchNorm2d(channels), nn.MaxPool2d(3, 2, 1)).eval()
+    bn = layers[1]
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5, generator=generator)
+        bn.running_var.uniform_(0.5, 2, generator=generator)
+        bn.weight.normal_(0, 1, generator=generator)
+        bn.weight[:2] = 0.0
+        bn.bias.normal_(0, 0.3, generator=generator)
+    assert (bn.weight < 0).any() and (bn.weight > 0).any()
+    return layers
+
+
+@pytest.mark.parametrize(("kernel", "channels", "bias"), [(7, 64, False), (3, 32, False),
+                                                          (3, 32, True)])
+def test_the_stem_pooled_before_its_bn_gives_the_reference_bits(kernel, channels, bias,
+                                                                 generator):
+    """Fig. 4a/4b's stems pooled first: every channel, negative and zero BN scales included,
+    equals conv → BN → max-pool in the same memory bit for bit; the runner uses that form
+    wherever NHWC gives the reference's NCHW bits, and its output is the reference's."""
+    layers = _stem(kernel, channels, bias, generator)
+    pooled = fast.pooled_first(layers)
+    stem = fast.stem(layers)
+    for size in (64, 75):
+        x = torch.randn(2, 3, size, size, generator=generator)
+        nhwc = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            by_layer = layers[2](layers[1](layers[0](nhwc)))
+            assert torch.equal(pooled(nhwc), by_layer)
+            reference = layers(x)
+            assert torch.equal(stem(x), reference) and torch.equal(stem(x), reference)
+            if torch.equal(by_layer, reference):  # NHWC exact here: pooled first is used
+                assert stem.chosen[tuple(x.shape)] not in (None, stem.run)
+    relu = nn.Sequential(layers[0], layers[1], nn.ReLU(), layers[2])
+    assert fast.pooled_first(relu) is None  # another stem: run layer by layer

@@ -155,6 +155,14 @@ def test_ceiling_benchmark_prints_every_binary_conv_of_both_networks():
     assert out.startswith("popcount ceiling, 1 thread, XOR + POPCNT + ADD over L1")
     assert "FTBNN-18: 16 binary convs" in out and "derived L34-G5 (w=" in out
     assert ": 33 binary convs" in out
-    rows = [line for line in out.splitlines() if line.startswith("  stages.")]
+    rows = [line for line in out.splitlines()  # the binary convs (not the real shortcuts)
+            if line.startswith("  stages.") and " shortcut " not in line[:36]]
     assert len(rows) == 16 + 32 and all(line.endswith(("met", "points short")) for line in rows)
     assert out.count("all layers, conv") == 2 and "words per pixel" in out
+    assert "\nfp32 ceiling, 1 thread, register-resident FMA loop" in out
+    assert out.count(": real-valued layers (fp32, PyTorch as the fused runner calls them)") == 2
+    names = [line[2:36].strip() for line in out.splitlines() if not line.startswith("   ")]
+    parts = [name for name in names if name in ("stem", "head") or name.endswith(" shortcut")]
+    assert parts == ["stem", "stages.1.0 shortcut", "stages.2.0 shortcut",
+                     "stages.3.0 shortcut", "head"] * 2
+    assert out.count("  stem and shortcuts together: ") == 2

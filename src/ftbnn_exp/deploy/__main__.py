@@ -212,14 +212,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"runner verified: {how}")
     if paths and args.stem == "fp32":
         print(f"C++ kernels vs the reference engine, logits on {len(images)} test images: "
-              + ", ".join(f"{path} {'exact' if exact else 'DIFFERENT'}"
-                          for path, (exact, _) in paths.items()))
-        passed = passed and all(exact for exact, _ in paths.values())
+              + ", ".join(f"{path} {'exact' if check.exact else 'DIFFERENT'}"
+                          for path, check in paths.items()))
+        passed = passed and all(check.exact for check in paths.values())
     elif paths:  # the opt-in bf16 stem: reported, never exact by promise
         print(f"C++ kernels with the bf16 stem (opt-in, not bit-exact) vs the reference engine "
               f"on {len(images)} test images: "
-              + ", ".join(f"{path} {'exact' if exact else 'not bit-exact'}, top-1 the same on "
-                          f"{100 * same:.1f} %" for path, (exact, same) in paths.items()))
+              + ", ".join(f"{path} {'exact' if check.exact else 'not bit-exact'}, top-1 the "
+                          f"same on {100 * check.top1_same:.1f} %, max logit difference "
+                          f"{check.max_logit_diff:.3g}" for path, check in paths.items()))
+        if not fast.native_bf16():
+            print("this CPU has no native bf16 (no AVX-512 BF16 or AMX): the bf16 stem is "
+                  "converted around fp32 arithmetic, slower than the exact fp32 stem here")
     else:
         print("C++ kernels: not available here; the reference engine is used")
     print(describe_sizes(sizes))

@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -369,33 +370,78 @@ class ExactLayout:
     the bits of NCHW, the reference engine's layout: oneDNN's NHWC convolutions are about
     twice as fast on one core, but whether they sum in the NCHW order depends on the CPU and
     the shape (a 1×1 conv at 6×6 did not, on a CPU where 56×56 did). So each input shape's
-    first call runs both layouts and compares them bit for bit; NHWC is used from then on only
-    where they agreed."""
+    first call runs ``run`` in NCHW and each candidate in NHWC (``faster`` forms of the same
+    part first, ``run`` itself last) and compares them bit for bit; from then on the first
+    candidate that agreed is used, NCHW ``run`` where none did."""
 
-    def __init__(self, run: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, run: Callable[[Tensor], Tensor],
+                 *faster: Callable[[Tensor], Tensor]) -> None:
         self.run = run
-        self.nhwc_exact: dict[tuple[int, ...], bool] = {}
+        self.candidates = (*faster, run)
+        self.chosen: dict[tuple[int, ...], Callable[[Tensor], Tensor] | None] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
         shape = tuple(x.shape)
-        if shape not in self.nhwc_exact:
-            nchw = self.run(x.contiguous())
-            nhwc = self.run(x.contiguous(memory_format=torch.channels_last))
-            self.nhwc_exact[shape] = torch.equal(nchw, nhwc)
-            return nchw
-        layout = torch.channels_last if self.nhwc_exact[shape] else torch.contiguous_format
-        return self.run(x.contiguous(memory_format=layout))
+        if shape not in self.chosen:
+            reference = self.run(x.contiguous())
+            nhwc = x.contiguous(memory_format=torch.channels_last)
+            self.chosen[shape] = next((run for run in self.candidates
+                                       if torch.equal(run(nhwc), reference)), None)
+            return reference
+        chosen = self.chosen[shape]
+        if chosen is None:
+            return self.run(x.contiguous())
+        return chosen(x.contiguous(memory_format=torch.channels_last))
 
 
 STEM_PRECISIONS = ("fp32", "bf16")
 
 
+class PooledFirstStem(nn.Module):
+    """``bn(pool(conv(x)))``, the pool in NHWC memory (:func:`pooled_first`)."""
+
+    def __init__(self, conv: nn.Conv2d, pool: nn.MaxPool2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.conv, self.pool, self.bn = conv, pool, bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.pool(self.conv(x).contiguous(memory_format=torch.channels_last)))
+
+
+def pooled_first(layers: nn.Module) -> PooledFirstStem | None:
+    """The stem ``conv → BN → max-pool`` (Fig. 4a) as ``conv' → max-pool → BN'``, the same
+    bits with the BN on a quarter of the pixels. A BN in eval is one increasing function per
+    channel where its scale is ≥ 0, and rounding keeps the order, so the maximum of BN's
+    outputs is BN of the maximum. Where the scale is negative it decreases, so conv' and BN'
+    negate that channel: conv' sums the negated products in the same order (exact: -y), and
+    BN' (weight and running mean negated) computes ``(-α)·m + β``, which is ``α·(-m) + β``
+    bit for bit; max(-y) = -min(y). None for any other stem (the layer-by-layer run is used);
+    :class:`ExactLayout` checks the bits on each shape's first call in any case."""
+    parts = list(layers)
+    if not (len(parts) == 3 and isinstance(parts[0], nn.Conv2d)
+            and isinstance(parts[1], nn.BatchNorm2d) and isinstance(parts[2], nn.MaxPool2d)
+            and parts[1].running_mean is not None):
+        return None
+    conv, bn, pool = (copy.deepcopy(part) for part in parts)
+    with torch.no_grad():
+        if bn.weight is not None:
+            sign = torch.where(bn.weight < 0, -1.0, 1.0)
+            conv.weight.mul_(sign.view(-1, 1, 1, 1))
+            if conv.bias is not None:
+                conv.bias.mul_(sign)
+            bn.weight.mul_(sign)
+            bn.running_mean.mul_(sign)
+    return PooledFirstStem(conv, pool, bn)
+
+
 def stem(layers: nn.Module, precision: str = "fp32") -> Callable[[Tensor], Tensor]:
     """The stem as the export runs it, its max-pool always in NHWC memory (ATen's NCHW
-    max-pool is slow on one core; maxima are exact in any order). ``bf16``, opt-in: the stem
-    under bf16 autocast (AMX / AVX-512 BF16 through oneDNN), several times faster and not
+    max-pool is slow on one core; maxima are exact in any order), pooled before its BN where
+    that gives the same bits (:func:`pooled_first`). ``bf16``, opt-in: the stem under bf16
+    autocast (AMX / AVX-512 BF16 through oneDNN), several times faster there and not
     bit-exact: a sign near 0 may flip downstream (``deploy verify --stem bf16`` says how much
-    the predictions move)."""
+    the predictions and logits move). Without native bf16 (:func:`native_bf16`) it is slower
+    than fp32: oneDNN converts around fp32 arithmetic."""
     if precision not in STEM_PRECISIONS:
         raise ValueError(f"stem precision {precision!r}; allowed: {', '.join(STEM_PRECISIONS)}")
 
@@ -407,7 +453,8 @@ def stem(layers: nn.Module, precision: str = "fp32") -> Callable[[Tensor], Tenso
         return x
 
     if precision == "fp32":
-        return ExactLayout(run)
+        faster = pooled_first(layers)
+        return ExactLayout(run, *([faster] if faster else []))
 
     def run_bf16(x: Tensor) -> Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -451,18 +498,38 @@ def fastest(inference: nn.Module, family: str, path: int | None = None,
     return runner, f"fused blocks ({family}'s runner{bf16})"
 
 
+@dataclass(frozen=True)
+class PathCheck:
+    """One instruction-set path's runner against the reference engine on the same images:
+    bit for bit, the share of images with the same top-1, the largest logit difference."""
+
+    exact: bool
+    top1_same: float
+    max_logit_diff: float
+
+    @classmethod
+    def of(cls, logits: Tensor, reference: Tensor) -> PathCheck:
+        return cls(torch.equal(logits, reference),
+                   (logits.argmax(1) == reference.argmax(1)).float().mean().item(),
+                   (logits - reference).abs().max().item())
+
+
 def check_paths(inference: nn.Module, images: Tensor, family: str,
-                stem_precision: str = "fp32") -> tuple[str, dict[str, tuple[bool, float]]]:
+                stem_precision: str = "fp32") -> tuple[str, dict[str, PathCheck]]:
     """The runner :func:`fastest` picks for this export (its name: the fused runner, or the
-    fall-back and why) and, per instruction-set path of this CPU, whether it gives the
-    reference engine's logits on ``images`` bit for bit and the share of images with the same
-    top-1 (empty without the kernels)."""
+    fall-back and why) and, per instruction-set path of this CPU, how its logits on
+    ``images`` compare with the reference engine's (empty without the kernels)."""
     results, how = {}, "reference engine"
     with torch.no_grad():
         reference = inference(images)
         for path in supported_paths():
             runner, how = fastest(inference, family, PATHS.index(path), stem_precision)
-            logits = runner(images)
-            same = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
-            results[path] = (torch.equal(logits, reference), same)
+            results[path] = PathCheck.of(runner(images), reference)
     return how, results
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); elsewhere a bf16 stem
+    converts to and from fp32 around fp32 arithmetic (measured slower, see
+    ``benchmarks/real_layers.py``)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

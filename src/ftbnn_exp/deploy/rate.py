@@ -15,7 +15,9 @@ adds each budget term counts, without the output steps the ``paper`` convention 
 
 :func:`ceiling_rate` is this CPU's ceiling for those multiply-adds (``kernels/ceiling.cpp``):
 a tight XOR + POPCNT + ADD loop over L1-resident words, per instruction-set path
-(``benchmarks/ceiling.py`` sets every layer's achieved rate against it).
+(``benchmarks/ceiling.py`` sets every layer's achieved rate against it). :func:`fma_rate` is
+the same for fp32 multiply-adds, the real-valued layers' ceiling (stem, 1×1 shortcuts, FC): a
+register-resident loop of fused multiply-adds on independent accumulators, per vector width.
 """
 
 from __future__ import annotations
@@ -277,4 +279,42 @@ def ceiling_rate(path: str, seconds: float = SAMPLE_SECONDS) -> float:
     if module is None:
         raise InvalidArgument("the popcount ceiling loops could not be built here")
     macs, elapsed = module.ceiling(fast.PATHS.index(path), _ceiling_passes(path, seconds))
+    return macs / elapsed
+
+
+# ---- the fp32 ceiling (the same file's FMA loops)
+
+FMA_PATHS = ("avx2_fma", "avx512f")
+"""The FMA loops by number (``fma_ceiling``'s path): 8 and 16 fp32 lanes."""
+
+
+def fma_paths() -> list[str]:
+    """The FMA loops this CPU runs, narrowest first (none without the ceiling loops)."""
+    module = ceiling_kernels()
+    return [FMA_PATHS[number] for number in module.fma_paths()] if module else []
+
+
+def best_fma_path() -> str:
+    """The widest FMA loop here: the fp32 ceiling the real-valued layers are set against."""
+    found = fma_paths()
+    if not found:
+        raise InvalidArgument("no fp32 FMA loop runs here (AVX2 + FMA or AVX-512F needed)")
+    return found[-1]
+
+
+@cache
+def _fma_passes(path: str, seconds: float) -> int:
+    module = ceiling_kernels()
+    module.fma_ceiling(FMA_PATHS.index(path), 1)
+    _, once, _ = module.fma_ceiling(FMA_PATHS.index(path), 256)
+    return max(1, math.ceil(256 * seconds / max(once, 1e-9)))
+
+
+def fma_rate(path: str, seconds: float = SAMPLE_SECONDS) -> float:
+    """fp32 multiply-adds per second of ``path``'s FMA loop on this thread, over about
+    ``seconds`` (one sample: the caller takes rounds)."""
+    module = ceiling_kernels()
+    if module is None:
+        raise InvalidArgument("the fp32 ceiling loops could not be built here")
+    macs, elapsed, _ = module.fma_ceiling(FMA_PATHS.index(path), _fma_passes(path, seconds))
     return macs / elapsed

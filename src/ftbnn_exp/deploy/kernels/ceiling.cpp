@@ -9,6 +9,13 @@
 // Data: WORDS weight vectors (4 KiB) and WORDS * P input words (8 KiB): both stay in L1.
 // Paths by number as in bconv.cpp: 0 scalar POPCNT, 1 AVX2 (nibble table + vpsadbw),
 // 2 AVX-512BW (nibble table + vpsadbw), 3 AVX-512 VPOPCNTDQ.
+//
+// And its fp32 ceiling, what the real-valued layers (stem, 1x1 shortcuts, FC) can reach: fp32
+// fused multiply-adds per second of a register-resident loop, FMA_ACC independent vector
+// accumulators (acc = acc * a + b), enough to cover the FMA latency on every FMA unit (4-5
+// cycles x 2 units: 10 in flight; 12 of the 16 ymm registers, 24 of the 32 zmm). No memory
+// is touched inside the loop. Paths by number: 0 AVX2 + FMA (8 lanes), 1 AVX-512F (16 lanes).
+// One lane of one FMA is one multiply-add.
 
 #include <torch/extension.h>
 #include <immintrin.h>
@@ -159,6 +166,69 @@ int64_t macs_per_pass(int64_t path) {
 
 volatile uint64_t sink;  // the loops' sums, so that no loop is dropped as unused
 
+constexpr int FMA_ACC_AVX2 = 12;    // ymm accumulators (a and b take 2 more of the 16)
+constexpr int FMA_ACC_AVX512 = 24;  // zmm accumulators (of 32)
+constexpr int FMA_STEPS = 16;       // FMAs per accumulator per pass
+
+// Accumulator i starts at 2 + i; a < 1 and b > 0 pull it towards b / (1 - a) = 1: no
+// overflow, no denormals, and every step moves it (a count of steps is visible in its value).
+constexpr float FMA_A = 0.999f, FMA_B = 0.001f;
+
+// Each loop leaves its accumulators in `out` (accumulators x lanes).
+__attribute__((target("avx2,fma")))
+void fma_avx2(int64_t passes, float* out) {
+  __m256 acc[FMA_ACC_AVX2];
+  for (int i = 0; i < FMA_ACC_AVX2; ++i) acc[i] = _mm256_set1_ps(2.0f + i);
+  __m256 a = _mm256_set1_ps(FMA_A), b = _mm256_set1_ps(FMA_B);
+  for (int64_t r = 0; r < passes; ++r) {
+    asm volatile("" : "+x"(a), "+x"(b));  // not loop-invariant: no pass is folded away
+#pragma GCC unroll 16
+    for (int s = 0; s < FMA_STEPS; ++s) {
+#pragma GCC unroll 12
+      for (int i = 0; i < FMA_ACC_AVX2; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    }
+  }
+  for (int i = 0; i < FMA_ACC_AVX2; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+__attribute__((target("avx512f")))
+void fma_avx512(int64_t passes, float* out) {
+  __m512 acc[FMA_ACC_AVX512];
+  for (int i = 0; i < FMA_ACC_AVX512; ++i) acc[i] = _mm512_set1_ps(2.0f + i);
+  __m512 a = _mm512_set1_ps(FMA_A), b = _mm512_set1_ps(FMA_B);
+  for (int64_t r = 0; r < passes; ++r) {
+    asm volatile("" : "+v"(a), "+v"(b));
+#pragma GCC unroll 16
+    for (int s = 0; s < FMA_STEPS; ++s) {
+#pragma GCC unroll 24
+      for (int i = 0; i < FMA_ACC_AVX512; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    }
+  }
+  for (int i = 0; i < FMA_ACC_AVX512; ++i) _mm512_storeu_ps(out + 16 * i, acc[i]);
+}
+
+bool fma_path_supported(int64_t path) {
+  __builtin_cpu_init();
+  switch (path) {
+    case 0: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case 1: return __builtin_cpu_supports("avx512f");
+  }
+  return false;
+}
+
+// (accumulators, FMAs per accumulator per pass, lanes) of FMA path `path`'s loop.
+std::tuple<int64_t, int64_t, int64_t> fma_loop_shape(int64_t path) {
+  return path == 0 ? std::make_tuple<int64_t, int64_t, int64_t>(FMA_ACC_AVX2, FMA_STEPS, 8)
+                   : std::make_tuple<int64_t, int64_t, int64_t>(FMA_ACC_AVX512, FMA_STEPS, 16);
+}
+
+// Runs the loop; its accumulators land in `out` (a tensor [accumulators, lanes]).
+void fma_run(int64_t path, int64_t passes, float* out) {
+  if (path == 0) fma_avx2(passes, out);
+  else fma_avx512(passes, out);
+}
+
+
 }  // namespace
 
 // (binary multiply-adds, seconds) of `passes` passes of path `path`'s loop on this thread.
@@ -179,6 +249,30 @@ std::tuple<int64_t, double> ceiling(int64_t path, int64_t passes) {
   return {macs_per_pass(path) * passes, seconds};
 }
 
+// (fp32 multiply-adds, seconds, accumulators [accumulators, lanes]) of `passes` passes of FMA
+// path `path`'s loop on this thread: multiply-adds = passes x accumulators x steps x lanes.
+std::tuple<int64_t, double, torch::Tensor> fma_ceiling(int64_t path, int64_t passes) {
+  TORCH_CHECK(path >= 0 && path < 2 && fma_path_supported(path), "fma_ceiling: path not supported here");
+  TORCH_CHECK(passes > 0, "fma_ceiling: passes must be positive");
+  const auto [accumulators, steps, lanes] = fma_loop_shape(path);
+  auto out = torch::empty({accumulators, lanes}, torch::kFloat32);
+  const auto start = std::chrono::steady_clock::now();
+  fma_run(path, passes, out.data_ptr<float>());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {passes * accumulators * steps * lanes, seconds, out};
+}
+
+// The FMA paths this CPU has, by number.
+std::vector<int64_t> fma_paths() {
+  std::vector<int64_t> found;
+  for (int64_t path = 0; path < 2; ++path)
+    if (fma_path_supported(path)) found.push_back(path);
+  return found;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ceiling", &ceiling, "(binary MACs, seconds) of a tight xor+popcount+add loop");
+  m.def("fma_ceiling", &fma_ceiling, "(fp32 MACs, seconds) of a register-resident FMA loop");
+  m.def("fma_paths", &fma_paths, "the FMA loops this CPU can run, by number");
+  m.def("fma_loop_shape", &fma_loop_shape, "(accumulators, FMAs per accumulator per pass, lanes)");
 }
