@@ -191,6 +191,14 @@ def _register_timm(name: str, module: str, preset: Mapping[str, Any], replace: b
         register_model(entry)
 
 
+def part_arguments() -> dict[str, str]:
+    """Every registered family's declared part arguments with their kind (``binarizer ->
+    binarizer``, ...): the model keys whose values are registered part names, for tab
+    completion and run names."""
+    return {argument: kind for entry in FAMILIES.values() for argument, kind in
+            (entry.parts or {}).items()}
+
+
 def family(name: str) -> Family:
     if name not in FAMILIES:
         raise InvalidArgument(f"model family {name!r} is not registered; allowed: "
