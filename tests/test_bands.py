@@ -186,3 +186,20 @@ def test_a_part_runs_single_threaded_once_its_way_is_known():
         assert counts[-1] == 1
     finally:
         torch.set_num_threads(before)
+
+
+@needs_kernels
+@pytest.mark.parametrize(("channels", "groups"), [(64, 1), (254, 1), (180, 5)])
+def test_packing_on_the_pool_gives_the_bits_and_counts_of_one_thread(channels, groups):
+    """The doubled inputs of the derived models are packed on the pool: 1 and 2 threads give
+    the same planes and the same (negatives, zeros) counts, those of the values."""
+    generator = torch.Generator().manual_seed(channels)
+    x = torch.randn(1, channels, 29, 31, generator=generator)
+    x[0, :, :3] = 0.0
+    x = x.contiguous(memory_format=torch.channels_last)
+    ops = fast.kernels()
+    one, two = ops.pack_nhwc(x, groups, 1), ops.pack_nhwc(x, groups, 2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    assert one[2].tolist() == [int((x < 0).sum()), int((x == 0).sum())]
+    words = -(-channels // groups // 64)
+    assert one[0].shape == (1, 29, 31, groups, words)

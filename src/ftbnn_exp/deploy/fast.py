@@ -211,16 +211,17 @@ class FastBinaryConv:
         self.shape = (conv.out_channels, conv.in_channels // conv.groups, conv.kernel_size,
                       conv.stride, conv.padding)
 
-    def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
+    def planes(self, x: Tensor, threads: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros),
+        packed on ``threads`` threads of the pool (0: ``torch.get_num_threads()``)."""
         with record_function("ftbnn::pack"):
-            return tuple(self.ops.pack_nhwc(x, self.conv.groups))
+            return tuple(self.ops.pack_nhwc(x, self.conv.groups, threads))
 
     def inputs(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None,
-               counts: Tensor | None) -> tuple[Tensor, Tensor, int]:
+               counts: Tensor | None, threads: int = 0) -> tuple[Tensor, Tensor, int]:
         """The planes of this input (packed here unless given) and its exact formula."""
         if planes is None:
-            xs, xn, counts = self.planes(x)
+            xs, xn, counts = self.planes(x, threads)
         else:
             xs, xn = planes
         kind = (kind_from_counts(counts, self.weights_have_zeros) if counts is not None
@@ -277,7 +278,7 @@ class FusedBinaryConv:
         here). A channels_last ``residual`` is read in place. ``threads``: the pool's threads
         (0: ``torch.get_num_threads()``)."""
         c = self.conv
-        xs, xn, kind = c.inputs(x, planes, counts)
+        xs, xn, kind = c.inputs(x, planes, counts, threads)
         with record_function("ftbnn::bconv"):
             out = c.ops.bconv(xs, xn, c.ws, c.wn, *c.shape, kind, c.path, self.scale,
                               self.bias, self.empty if residual is None else residual,
@@ -291,7 +292,7 @@ class FusedBinaryConv:
         if not self.next_groups:
             return [y]
         with record_function("ftbnn::pack"):
-            return [y, *c.ops.pack_nhwc(y, self.next_groups)]
+            return [y, *c.ops.pack_nhwc(y, self.next_groups, threads)]
 
 
 class KernelBinaryConv2d(nn.Module):

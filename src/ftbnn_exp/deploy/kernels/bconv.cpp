@@ -291,8 +291,12 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
 // wakes after the layer is done finds nothing left and sleeps again. Idle workers sleep on a
 // condition variable (passive waiting: they never spin on a core another process wants), as
 // OpenMP's spinning barriers, which made all cores slower than one on a loaded machine, do
-// not. A layer too small to split runs on fewer threads: MIN_BLOCKS_PER_THREAD blocks each.
+// not. A layer too small to split runs on fewer threads: each gets MIN_THREAD_WORDS 64-bit
+// word popcounts at least (a pool wake-up's worth: ~25 us of an AVX-512 core), so a 7x7
+// layer of 512 channels, 4 blocks of 16 pixels, runs on 2 threads and a 64-channel layer
+// gets 29 blocks a thread; MIN_BLOCKS_PER_THREAD blocks where a block's work is not known.
 constexpr int64_t MIN_BLOCKS_PER_THREAD = 4;
+constexpr int64_t MIN_THREAD_WORDS = int64_t(1) << 18;
 constexpr int64_t CHUNKS_PER_THREAD = 8;
 
 using ChunkBody = std::function<void(int64_t, int64_t, int64_t*)>;
@@ -397,10 +401,10 @@ void run_on(int64_t blocks, int64_t threads, int64_t chunk, int64_t* counts, Chu
   counts[1] += layer->zeros.load();
 }
 
-// A layer of `blocks` pixel blocks on at most `wanted` threads (MIN_BLOCKS_PER_THREAD each).
-void run_chunks(int64_t blocks, int64_t wanted, int64_t* counts, ChunkBody body) {
-  const int64_t threads = std::max<int64_t>(
-      1, std::min<int64_t>(wanted, blocks / MIN_BLOCKS_PER_THREAD));
+// A layer of `blocks` pixel blocks on at most `wanted` threads, `min_blocks` blocks each.
+void run_chunks(int64_t blocks, int64_t wanted, int64_t* counts, ChunkBody body,
+                int64_t min_blocks = MIN_BLOCKS_PER_THREAD) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(wanted, blocks / min_blocks));
   run_on(blocks, threads, std::max<int64_t>(1, blocks / (threads * CHUNKS_PER_THREAD)), counts,
          std::move(body));
 }
@@ -480,11 +484,12 @@ int set_aten_threads_here(int threads) {
   }                                                                                              \
   void NAME(const Args& a, int64_t* counts) {                                                    \
     const int64_t blocks = (a.N * a.OH * a.OW + PIXELS - 1) / PIXELS;                            \
+    const int64_t words = PIXELS * a.G * a.OB * 8 * a.K * a.K * a.Wg; /* a block's popcounts */ \
     run_chunks(blocks, a.threads, counts, [&](int64_t begin, int64_t end, int64_t* local) {      \
       if (a.kind == 0) NAME##_blocks<0>(a, begin, end, local);                                   \
       else if (a.kind == 1) NAME##_blocks<1>(a, begin, end, local);                              \
       else NAME##_blocks<2>(a, begin, end, local);                                               \
-    });                                                                                          \
+    }, std::max<int64_t>(1, (MIN_THREAD_WORDS + words - 1) / words));                            \
   }
 
 // ---- scalar POPCNT: 8 lanes as a plain array
@@ -695,8 +700,10 @@ std::vector<std::string> supported_paths() {
   return names;
 }
 
-// Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups.
-std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups) {
+// Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups, in
+// blocks of PACK_PIXELS pixels on at most `threads` threads of the pool (0: torch's count).
+constexpr int64_t PACK_PIXELS = 64;
+std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t threads) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cg = C / groups, Wg = (Cg + 63) / 64;
@@ -705,8 +712,18 @@ std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups) {
   auto z = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto counts = torch::zeros({2}, torch::kLong);
   const bool avx512 = path_supported(2);
-  pack_pixels(pixel_major.data_ptr<float>(), N * H * W, C, Cg, Wg, s.data_ptr<int64_t>(),
-              z.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), avx512);
+  const float* y = pixel_major.data_ptr<float>();
+  int64_t* ps = s.data_ptr<int64_t>();
+  int64_t* pn = z.data_ptr<int64_t>();
+  const int64_t pixels = N * H * W, words = groups * Wg;
+  run_chunks((pixels + PACK_PIXELS - 1) / PACK_PIXELS,
+             threads > 0 ? threads : at::get_num_threads(), counts.data_ptr<int64_t>(),
+             [&](int64_t begin, int64_t end, int64_t* local) {
+               const int64_t first = begin * PACK_PIXELS;
+               const int64_t count = std::min(end * PACK_PIXELS, pixels) - first;
+               pack_pixels(y + first * C, count, C, Cg, Wg, ps + first * words,
+                           pn + first * words, local, avx512);
+             });
   return {s, z, counts};
 }
 
@@ -807,7 +824,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_paths", &supported_paths, "instruction-set paths this CPU runs");
   m.def("parallel_threads", &parallel_threads, "threads a layer of that many blocks runs on",
         py::arg("blocks") = 1024);
-  m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes");
+  m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes",
+        py::arg("x"), py::arg("groups"), py::arg("threads") = 0);
   m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output",
         py::arg("xs"), py::arg("xn"), py::arg("ws"), py::arg("wn"), py::arg("out_channels"),
         py::arg("cin_per_group"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
