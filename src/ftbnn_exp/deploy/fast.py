@@ -343,7 +343,6 @@ class FusedNetwork:
                                       f"is a {type(unit.conv).__name__}, not a packed binary "
                                       f"conv with a folded BN")
             check_binarizer(unit.binarize, names.get(unit.binarize, "a unit's binarizer"))
-        self.ops = kernels()
         self.stem = stem(plan.stem, stem_precision)
         # a unit packs its output for the next only where that input is not doubled first
         follows = [0 if unit.doubled else unit.conv.groups for unit in units[1:]] + [0]
@@ -426,6 +425,7 @@ class ExactPart:
         self.shapes: dict[tuple[tuple[int, ...], int], torch.Size] = {}
 
     def band_count(self, x: Tensor, threads: int) -> int:
+        """How many bands ``x`` is split into on ``threads`` threads (1: run whole)."""
         if self.bands is None:
             return 1
         rows = self.bands.heights(x.shape[2])[-1]
@@ -433,6 +433,7 @@ class ExactPart:
                            self.bands.written(x.shape) // MIN_BAND_VALUES))
 
     def way(self, name: str, x: Tensor, threads: int) -> Tensor:
+        """The part run on ``x`` the way named ``name`` (class docstring)."""
         layout = torch.contiguous_format if name.startswith("nchw") else torch.channels_last
         x = x.contiguous(memory_format=layout)
         if name == "bands":
