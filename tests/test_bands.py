@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import pytest
 import torch
@@ -93,14 +94,18 @@ def test_run_tasks_runs_each_task_once_on_the_pool_with_aten_single_threaded():
     try:
         torch.set_num_threads(2)
         seen: list[tuple[int, int]] = []
+        where: set[int] = set()
         lock = threading.Lock()
 
         def task(i: int) -> None:
             with lock:
                 seen.append((i, torch.get_num_threads()))
+                where.add(threading.get_native_id())
+            time.sleep(0.02)  # lets the GIL go: the other thread takes the next task
 
-        ops.run_tasks(task, 7, 2)
-        assert sorted(seen) == [(i, 1) for i in range(7)]
+        ops.run_tasks(task, 6, 2)
+        assert sorted(seen) == [(i, 1) for i in range(6)]
+        assert len(where) == 2  # the caller and the pool's worker
         assert torch.get_num_threads() == 2  # the caller's own count, given back
         with fast.aten_threads(1):
             assert torch.get_num_threads() == 1
