@@ -164,9 +164,13 @@ def test_a_part_keeps_bands_only_where_they_give_the_reference_bits(monkeypatch)
 
 @needs_kernels
 def test_few_values_run_whole():
-    """A part below MIN_BAND_VALUES per band (a 1×1 shortcut at 28²) is not split."""
+    """A part below MIN_BAND_VALUES per band (a 1×1 shortcut at 28², a 32-channel stem) is
+    not split; FTBNN-18's stem is."""
     part = fast.ExactPart(_randomised(_shortcut(), 1))
     assert part.band_count(torch.zeros(1, 8, 28, 28), 2) == 1
+    small = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(32), nn.MaxPool2d(3, stride=2, padding=1))
+    assert fast.ExactPart(small).band_count(torch.zeros(1, 3, 224, 224), 2) == 1
     assert fast.ExactPart(_randomised(_stem(), 1)).band_count(torch.zeros(1, 3, 224, 224),
                                                                  2) == 2
 

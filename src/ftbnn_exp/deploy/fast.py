@@ -391,12 +391,14 @@ def aten_threads(threads: int) -> Iterator[None]:
         ops.set_aten_threads(previous)
 
 
-MIN_BAND_ROWS, MIN_BAND_VALUES = 8, 300_000
+MIN_BAND_ROWS, MIN_BAND_VALUES = 8, 600_000
 """Output rows, and values written by the part's layers (:meth:`RowBands.written`), per band
-at least: a band costs a task on the pool and its own operator calls, ~60 µs of one core
-(measured by thread CPU time: FTBNN-18's 1×1 shortcut at 56², 250k values, took 43 % more CPU
-in two bands than whole, the stems 12-16 % more; the stems are split, the shortcuts are
-not)."""
+at least: a band costs a task on the pool and its own operator calls, ~60 µs of one core,
+and each band's Python steps take the GIL (measured on a 2-core AVX2 EPYC, issue 37, by
+thread CPU time: FTBNN-18's 1×1 shortcut at 56², 250k values, took 43 % more CPU in two bands
+than whole, the stems 12-16 % more; in wall time the derived models' stem, 903k values, was
+no faster in two bands than whole on one thread). So FTBNN-18's stem (1.8M values) is split;
+the derived stems and the shortcuts run whole."""
 
 
 class ExactPart:
