@@ -41,19 +41,24 @@ import argparse
 import importlib.util
 import os
 import statistics
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks import peers
 from benchmarks.ceiling import layer_of, recorded_calls
 from benchmarks.common import baseline, trained_like
 from ftbnn_exp.deploy import fast
+from ftbnn_exp.deploy.layers import to_inference
 from ftbnn_exp.deploy.rate import calls_for
 from ftbnn_exp.deploy.timing import Spread
+from ftbnn_exp.nn import BinaryConv2d
 from ftbnn_exp.timing import seconds_per_call
 
 MISSING = "OpenVINO not installed (pip install -e .[bench])"
@@ -224,6 +229,79 @@ def report(rows: list[Row], threads: int, rounds: int) -> None:
             f"{sum(bool(row.equal) for row in built)} of {len(built)}")
 
 
+BINARIZE_HIGH = 1e-30
+"""FakeQuantize's ``input_high`` for the sign threshold: ``x ≤ 0`` → low, ``x > 0`` → +1
+(``input_low = input_high = 0``, OpenVINO's usual form, gives NaN with outputs -1/+1 on this
+plugin, measured; an activation in (0, 5e-31) would round to low)."""
+
+
+def binarized(path: Path) -> Any:
+    """The ONNX export of a binary model (``Sign`` → ``Conv``, ±1 weight constants) with each
+    activation ``Sign`` replaced by OpenVINO's binarization (FakeQuantize, 2 levels), which its
+    CPU plugin compiles with the conv into ``BinaryConvolution``: low 0 after a ReLU (inputs in
+    {0, 1}: the plugin pads those with -1 and corrects exactly), else -1 (padding left out)."""
+    import openvino as ov
+    import openvino.opset1 as ops
+
+    def constant(value: float) -> Any:
+        return ops.constant(np.array(value, dtype=np.float32))
+
+    model = ov.Core().read_model(str(path))
+    for node in model.get_ordered_ops():
+        source = node.input_value(0) if node.get_type_name() == "Sign" else None
+        if source is None or source.get_node().get_type_name() == "Constant":
+            continue
+        low = 0.0 if source.get_node().get_type_name() == "Relu" else -1.0
+        binarize = ops.fake_quantize(source, constant(0.0), constant(BINARIZE_HIGH),
+                                     constant(low), constant(1.0), 2)
+        node.output(0).replace(binarize.output(0))
+    return model
+
+
+def whole_network(image_size: int, rounds: int) -> None:
+    """FTBNN-18 whole: OpenVINO with its binary convs as BinaryConvolution (:func:`binarized`)
+    beside our fused runner, same input, rounds alternated; logits compared (the float parts,
+    BN, FPReLU, the stem, are fused and rounded differently, as OpenVINO's fp32 run of the same
+    export is)."""
+    import openvino as ov
+
+    torch.manual_seed(0)
+    model = trained_like(baseline(image_size)).eval()
+    x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    ours, _ = fast.fastest(to_inference(model), "ftbnn_resnet")
+    with tempfile.TemporaryDirectory() as folder:
+        network = binarized(peers.export_onnx(model, x, Path(folder) / "ftbnn18.onnx"))
+    convs = sum(isinstance(m, BinaryConv2d) for m in model.modules())
+    print(f"whole FTBNN-18 at {image_size} px, batch 1: OpenVINO (its ONNX export, each "
+          f"activation Sign as a 2-level FakeQuantize) vs ours (fused runner), {rounds} rounds")
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        compiled = ov.Core().compile_model(network, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        built = sum(node.get_rt_info()["layerType"].astype(str) == "BinaryConvolution"
+                    for node in compiled.get_runtime_model().get_ordered_ops())
+        request = compiled.create_infer_request()
+        ov_x = np.ascontiguousarray(x.numpy())
+        request.set_input_tensor(ov.Tensor(ov_x, shared_memory=True))
+        request.infer()
+        with torch.no_grad():
+            reference = ours(x)
+        logits = torch.from_numpy(request.get_output_tensor(0).data.copy())
+        calls = {"OV": request.infer, "ours": lambda: ours(x)}
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        with torch.no_grad():
+            for _ in range(rounds):
+                for name, call in calls.items():
+                    samples[name].append(1e3 * seconds_per_call(call))
+        ratio = statistics.median(samples["OV"]) / statistics.median(samples["ours"])
+        print(f"  {threads} thread(s): OV {cell(samples['OV'])} ms, ours {cell(samples['ours'])}"
+              f" ms, OV / ours {ratio:.2f}×; {built} of {convs} binary convs ran as "
+              f"BinaryConvolution; logits max |OV − ours| "
+              f"{(logits - reference).abs().max().item():.2g}, top-1 "
+              f"{'same' if logits.argmax() == reference.argmax() else 'DIFFERENT'}")
+    torch.set_num_threads(1)
+
+
 def section(rounds: int, image_size: int = 224) -> None:
     """The rows ``make bench-deploy`` prints (one line without OpenVINO)."""
     if not available():
@@ -241,6 +319,11 @@ def section(rounds: int, image_size: int = 224) -> None:
         measure(rows, rounds)
         report(rows, threads, rounds)
     torch.set_num_threads(1)
+    if importlib.util.find_spec("onnx") is None:
+        print("whole FTBNN-18 on OpenVINO's BinaryConvolution: onnx not installed (pip install "
+              "-e .[bench])")
+        return
+    whole_network(image_size, rounds)
 
 
 def main() -> None:

@@ -6,6 +6,9 @@ red. Skipped without OpenVINO (the ``bench`` extra) or without the C++ kernels."
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -89,3 +92,31 @@ def test_without_openvino_the_bench_says_so_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(ov_binary, "available", lambda: False)
     ov_binary.section(rounds=1)
     assert capsys.readouterr().out == "OpenVINO not installed (pip install -e .[bench])\n"
+
+
+@pytest.mark.slow  # an ONNX export and a whole network's compile
+def test_whole_ftbnn18_runs_every_binary_conv_as_binary_convolution(openvino):
+    """The export with each activation Sign as a 2-level FakeQuantize: all 16 binary convs
+    compile to BinaryConvolution and the logits are ours up to the float parts' rounding
+    (OpenVINO's fp32 run of the same export differs from ours by as much, ~1e-4); a wrong
+    threshold or a ±1 binarization after a ReLU moves them by tens or gives NaN."""
+    pytest.importorskip("onnx")
+    import openvino as ov
+
+    from benchmarks import peers
+    from benchmarks.common import baseline, trained_like
+    from ftbnn_exp.deploy.layers import to_inference
+
+    torch.manual_seed(0)
+    model = trained_like(baseline(32)).eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as folder:
+        network = ov_binary.binarized(peers.export_onnx(model, x, Path(folder) / "m.onnx"))
+    compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": 1})
+    kinds = [n.get_rt_info()["layerType"].astype(str)
+             for n in compiled.get_runtime_model().get_ordered_ops()]
+    assert kinds.count("BinaryConvolution") == 16
+    logits = torch.from_numpy(compiled({0: x.numpy()})[0].copy())
+    with torch.no_grad():
+        ours = fast.fastest(to_inference(model), "ftbnn_resnet")[0](x)
+    assert (logits - ours).abs().max() < 1e-3 and logits.argmax() == ours.argmax()
