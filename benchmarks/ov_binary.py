@@ -33,6 +33,9 @@ in``, packing the same float input and the conv (the like-for-like call; ``ratio
 this); ``ours packed``, the conv on packed planes, as the network calls it after a fused
 output step; ``fused``, the network's own call on its recorded input (output step: BN,
 residual, FPReLU, the next conv's planes).
+
+Then the whole FTBNN-18 on OpenVINO with every binary conv as ``BinaryConvolution``
+(:func:`binarized`) beside our fused runner, logits compared (benchmarks/README.md).
 """
 
 from __future__ import annotations
