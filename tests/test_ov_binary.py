@@ -6,6 +6,9 @@ red. Skipped without OpenVINO (the ``bench`` extra) or without the C++ kernels."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -120,3 +123,18 @@ def test_whole_ftbnn18_runs_every_binary_conv_as_binary_convolution(openvino):
     with torch.no_grad():
         ours = fast.fastest(to_inference(model), "ftbnn_resnet")[0](x)
     assert (logits - ours).abs().max() < 1e-3 and logits.argmax() == ours.argmax()
+
+
+@pytest.mark.slow
+def test_the_bench_prints_every_layer_bit_exact_at_each_thread_count(openvino):
+    pytest.importorskip("onnx")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ov_binary", "--repeats", "1",
+                           "--image-size", "32"], cwd=root, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = sorted({1, os.cpu_count() or 1})
+    rows = [line for line in done.stdout.splitlines() if line.startswith("  stages.")]
+    assert len(rows) == 16 * len(counts) and all(line.endswith("  yes") for line in rows)
+    assert done.stdout.count("bit-exact on 16 of 16") == len(counts)
+    assert done.stdout.count("16 of 16 binary convs ran as BinaryConvolution") == len(counts)
