@@ -132,6 +132,14 @@ def layer_of(name: str, kernel: fast.FusedBinaryConv, args: tuple, kwargs: dict)
 
 def recorded_layers(model: torch.nn.Module, image_size: int) -> list[Layer]:
     """Every binary conv of ``model``'s fused runner, with the inputs one forward pass gave."""
+    return [layer_of(*call) for call in recorded_calls(model, image_size)]
+
+
+def recorded_calls(model: torch.nn.Module, image_size: int
+                   ) -> list[tuple[str, fast.FusedBinaryConv, tuple, dict]]:
+    """Every fused conv of ``model``'s runner as one forward pass called it: its block's name,
+    the kernel, and the call's arguments (the input, its packed planes and counts, the
+    residual)."""
     inference = to_inference(model)
     runner, how = fast.fastest(inference, family_of(model))
     if not how.startswith("fused blocks"):
@@ -142,8 +150,8 @@ def recorded_layers(model: torch.nn.Module, image_size: int) -> list[Layer]:
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         runner(x)
-    return [layer_of(label, r.kernel, *r.calls[0])
-            for label, r in zip(labels, runner.kernels, strict=True)]
+    return [(label, r.kernel, *r.calls[0]) for label, r in zip(labels, runner.kernels,
+                                                               strict=True)]
 
 
 def family_of(model: torch.nn.Module) -> str:
