@@ -29,6 +29,7 @@ int32 output) and a part per word, by least squares.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 from collections.abc import Callable
@@ -141,6 +142,24 @@ def recorded_layers(model: torch.nn.Module, image_size: int
     """Every binary conv of ``model``'s fused runner, with the inputs one forward pass gave,
     and the rows of its real-valued layers (:mod:`benchmarks.real_layers`) from the same
     pass."""
+    calls, real = recorded_pass(model, image_size)
+    return [layer_of(*call) for call in calls], real()
+
+
+def recorded_calls(model: torch.nn.Module, image_size: int
+                   ) -> list[tuple[str, fast.FusedBinaryConv, tuple, dict]]:
+    """Every fused conv of ``model``'s runner as one forward pass called it: its block's name,
+    the kernel, and the call's arguments (the input, its packed planes and counts, the
+    residual)."""
+    return recorded_pass(model, image_size)[0]
+
+
+def recorded_pass(model: torch.nn.Module, image_size: int
+                  ) -> tuple[list[tuple[str, fast.FusedBinaryConv, tuple, dict]],
+                             Callable[[], list[real_layers.RealLayer]]]:
+    """One forward pass of ``model``'s fused runner, recorded: its fused convs' calls
+    (:func:`recorded_calls`), and what makes the rows of its real-valued parts from the
+    inputs the pass gave them (on demand: it times nothing, but counts multiply-adds)."""
     inference = to_inference(model)
     runner, how = fast.fastest(inference, family_of(model))
     if not how.startswith("fused blocks"):
@@ -152,10 +171,10 @@ def recorded_layers(model: torch.nn.Module, image_size: int
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         runner(x)
-    return ([layer_of(label, r.kernel, *r.calls[0])
-             for label, r in zip(labels, runner.kernels, strict=True)],
-            real_layers.real_layers(runner, parts, inference,
-                                    runner_of(family_of(model))(inference).stem))
+    calls = [(label, r.kernel, *r.calls[0])
+             for label, r in zip(labels, runner.kernels, strict=True)]
+    return calls, functools.partial(real_layers.real_layers, runner, parts, inference,
+                                    runner_of(family_of(model))(inference).stem)
 
 
 def family_of(model: torch.nn.Module) -> str:

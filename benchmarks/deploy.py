@@ -3,6 +3,8 @@ medians of ``--repeats`` runs at batch 1, everything measured side by side in on
 
 1. Per layer, 1 thread: our fused binary conv vs ``F.conv2d`` fp32 in its faster layout
    (target ≥ 5×), every kernel path this CPU has.
+   Then OpenVINO's own binary convolution (BinaryConvolution-1) beside ours on every binary
+   conv of FTBNN-18, bit-exactness checked (:mod:`benchmarks.ov_binary`; ``bench`` extra).
 2. Whole networks at 1 thread and at all cores: the FTBNN-18 baseline (fused blocks) and
    Table 4's derived L18-G1 and L34-G5 at their solved widths (C++ binary convs), beside
    OpenVINO and ONNX Runtime fp32 and int8 (static QDQ) on torchvision's ResNet-18 and on the
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from benchmarks import peers
+from benchmarks import ov_binary, peers
 from benchmarks.common import baseline, trained_like, verdict
 from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
@@ -230,6 +232,7 @@ def main() -> None:
     print(f"{cpu_description()}; {os.cpu_count()} cores")
     if not args.no_layers:
         layers(args.repeats)
+        ov_binary.section(args.repeats, args.image_size)
     whole_networks(args.image_size, args.repeats)
 
 

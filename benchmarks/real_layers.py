@@ -6,10 +6,11 @@ accumulators, the widest vector loop the CPU has (``deploy/kernels/ceiling.cpp``
 :func:`ftbnn_exp.deploy.rate.fma_rate`): the multiply-adds per second no fp32 layer can beat.
 
 Each real-valued part runs as the fused runner calls it, with the input one forward pass gave
-it (:class:`InputRecorder` around the runner's stem, each real shortcut and the head): the part
-whole (``deploy/fast.py``'s :class:`~ftbnn_exp.deploy.fast.ExactLayout` in the layout it chose,
-the stem's max-pool in NHWC), then each of its layers alone on the input that call gave it
-(caught by a hook: the layout is the one the network used). Multiply-adds are torch's flop
+it and at its thread count (:class:`InputRecorder` around the runner's stem, each real shortcut
+and the head): the part whole (``deploy/fast.py``'s :class:`~ftbnn_exp.deploy.fast.ExactPart`
+the way it kept: layout, form, bands; the stem's max-pool in NHWC), then each of its layers
+alone on the input that call gave it (caught by a hook: the layout is the one the network
+used). Multiply-adds are torch's flop
 counter's (``FlopCounterMode``: two flops per multiply-add of a conv or a linear layer); BN,
 pooling and ReLU have none and are timed only. Every round samples the ceiling beside each
 row, as the binary rows do; the goal, ≥ 60 % of the ceiling for the stem and each real
@@ -36,15 +37,16 @@ GOAL = 0.6
 
 
 class InputRecorder:
-    """A real-valued part of a fused runner that keeps the input of each call."""
+    """A real-valued part of a fused runner that keeps the input and the thread count of
+    each call (:class:`~ftbnn_exp.deploy.fast.ExactPart`'s ``(x, threads)``)."""
 
-    def __init__(self, run: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, run: Callable[[Tensor, int | None], Tensor]) -> None:
         self.run = run
-        self.inputs: list[Tensor] = []
+        self.inputs: list[tuple[Tensor, int | None]] = []
 
-    def __call__(self, x: Tensor) -> Tensor:
-        self.inputs.append(x)
-        return self.run(x)
+    def __call__(self, x: Tensor, threads: int | None = None) -> Tensor:
+        self.inputs.append((x, threads))
+        return self.run(x, threads)
 
 
 def record_parts(runner: fast.FusedNetwork, labels: list[str]) -> dict[str, InputRecorder]:
@@ -119,15 +121,15 @@ def leaf_calls(model: nn.Module, run: Callable[[], object]) -> list[tuple[nn.Mod
 def part_rows(part: str, recorder: InputRecorder, model: nn.Module,
               names: dict[nn.Module, str]) -> list[RealLayer]:
     """One part's whole call on its recorded input, then each of its layers alone."""
-    x = recorder.inputs[0]
+    x, threads = recorder.inputs[0]
 
     def whole() -> Tensor:
-        return recorder.run(x)
+        return recorder.run(x, threads)
 
     with torch.no_grad():
         rows = [RealLayer(part, "", whole, macs_of(whole), shape_text(x, whole()))]
     # a faster exact form of the part (the stem pooled first) runs copies of its layers
-    forms = [c for c in getattr(recorder.run, "candidates", ())
+    forms = [c for c in (getattr(recorder.run, "faster", None),)
              if isinstance(c, nn.Module) and c not in names]
     names = {**names, **{m: f"{type(c).__name__}.{n}" for c in forms
                          for n, m in c.named_modules() if n}}
@@ -142,14 +144,14 @@ def part_rows(part: str, recorder: InputRecorder, model: nn.Module,
     return rows
 
 
-def bf16_stem_row(layers: nn.Module, x: Tensor) -> RealLayer:
-    """The opt-in bf16 stem (``deploy verify --stem bf16``) on the exact stem's input: what
-    it buys on this CPU (without native bf16, :func:`~ftbnn_exp.deploy.fast.native_bf16`,
-    it costs)."""
+def bf16_stem_row(layers: nn.Module, x: Tensor, threads: int | None) -> RealLayer:
+    """The opt-in bf16 stem (``deploy verify --stem bf16``) on the exact stem's input and
+    thread count: what it buys on this CPU (without native bf16,
+    :func:`~ftbnn_exp.deploy.fast.native_bf16`, it costs)."""
     run = fast.stem(layers, "bf16")
 
     def whole() -> Tensor:
-        return run(x)
+        return run(x, threads)
 
     with torch.no_grad():
         return RealLayer("stem", "(bf16 autocast, opt-in, inexact)", whole, macs_of(whole),
@@ -165,7 +167,7 @@ def real_layers(runner: fast.FusedNetwork, parts: dict[str, InputRecorder],
     for part, recorder in parts.items():
         rows += part_rows(part, recorder, inference, names)
         if part == "stem":
-            rows.append(bf16_stem_row(stem_layers, recorder.inputs[0]))
+            rows.append(bf16_stem_row(stem_layers, *recorder.inputs[0]))
     return rows
 
 

@@ -57,6 +57,26 @@ def test_completion_offers_experiment_rows_and_part_names():
     assert completions("data=") is None  # Hydra's own answer
 
 
+def test_completion_offers_part_names_for_every_part_argument_a_family_declares(monkeypatch):
+    """The keys come from the families' declared ``parts``: a plug-in family whose builder
+    takes its binarizer as ``input_quantizer`` (larq's name) gets its part names offered too,
+    and a key no family declares is Hydra's to answer."""
+    from ftbnn_exp.models import FAMILIES, Family, resnet_fp
+
+    def builder(num_classes: int = 10, input_quantizer: str = "sign") -> None:
+        del num_classes, input_quantizer
+
+    plug_in = Family("plug_in_net", builder, parts={"input_quantizer": "binarizer"})
+    monkeypatch.setitem(FAMILIES, "plug_in_net", plug_in)
+    assert completions("model.input_quantizer=") == [
+        f"model.input_quantizer={name}" for name in sorted(PARTS["binarizer"])]
+    assert completions("model.scaling=") == [
+        f"model.scaling={name}" for name in sorted(PARTS["scaling"])]
+    assert completions("input_quantizer=") is None
+    monkeypatch.setitem(FAMILIES, "plug_in_net", Family("plug_in_net", resnet_fp, parts={}))
+    assert completions("model.input_quantizer=") is None
+
+
 def test_the_shell_query_gets_the_rows():
     env = {**os.environ, "COMP_LINE": "ftbnn-exp experiment=table3/relu_p"}
     done = subprocess.run([sys.executable, "-m", "ftbnn_exp", "-sc", "query=bash"], env=env,

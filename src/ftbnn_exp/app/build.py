@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import secrets
 import signal
@@ -88,7 +87,7 @@ def resolve_width(specs: RunSpecs, budget: float | None,
 def with_data_shape(name: str, kwargs: Mapping[str, Any], data: DataSpec) -> dict[str, Any]:
     """``kwargs`` with the data's size, channels and classes, where family ``name``'s builder
     takes them (Fig. 2's models take no image size)."""
-    parameters = inspect.signature(family(name).builder).parameters
+    parameters = family(name).parameters
     return {**kwargs, **{k: v for k, v in asdict(data).items() if k in parameters}}
 
 

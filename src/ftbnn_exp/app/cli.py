@@ -168,21 +168,22 @@ def output_root(overrides: list[str], multirun: bool) -> str:
     return folder.split("${", 1)[0] or "."
 
 
-COMPLETED_PARTS = {f"model.{kind}": kind for kind in ("binarizer", "scaling")}
-"""Keys whose values are registered parts (nn/parts.py), which Hydra cannot list."""
-
-
 def completions(word: str) -> list[str] | None:
     """What tab completion offers for ``word`` where Hydra's own offers too little: options
     below a group's subfolder (``experiment=table3/...``, each row) and the registered
-    part names (``model.binarizer=``); None: Hydra's answer."""
+    part names for a model key that a family declares as a part (``model.binarizer=``,
+    :func:`~ftbnn_exp.models.registry.part_arguments`); None: Hydra's answer."""
     key, equals, partial = word.partition("=")
     if not equals:
         return None
-    if key in COMPLETED_PARTS:
+    from ftbnn_exp.models import part_arguments
+
+    model_key = key.removeprefix("model.")
+    parts = part_arguments() if model_key != key else {}
+    if model_key in parts:
         from ftbnn_exp.nn.parts import PARTS
 
-        names = sorted(PARTS[COMPLETED_PARTS[key]])
+        names = sorted(PARTS[parts[model_key]])
     elif key in top_level_keys() and any(d.is_dir() for d in (CONF_DIR / key).glob("*")):
         folder = CONF_DIR / key
         names = sorted(p.relative_to(folder).with_suffix("").as_posix()

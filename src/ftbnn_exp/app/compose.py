@@ -19,20 +19,20 @@ CONF_DIR = Path(str(files("ftbnn_exp.conf")))
 """The package's configs, where this copy is installed (the repository's ``conf/`` in an
 editable install); a user's own configs come through ``hydra.searchpath``."""
 
-CHOSEN_PARTS = ("binarizer", "scaling")
-"""Model keys that name a registered part, which a run name shows when not its option's."""
-
-
 def part_suffix(model: DictConfig) -> str:
     """``${ftbnn_exp.parts:${model}}`` in ``run_name``: ``-<part>`` for each part that differs
     from its ``model=`` option's own (``baseline-relu_partial_fprelu-approxsign``), so a run
     with another part gets its own name and folder. In the run name, not in ``model.label``:
-    the model section is run-shaping, and a finished sweep's runs must still match it."""
+    the model section is run-shaping, and a finished sweep's runs must still match it. The
+    keys are those its family declares as parts (``Family.parts``)."""
+    from ftbnn_exp.models import FAMILIES
+
     path = CONF_DIR / "model" / f"{model.get('name')}.yaml"
-    if not path.is_file():  # a plug-in's option: its own label says what it wants
+    declared = FAMILIES.get(model.get("family"))
+    if not path.is_file() or declared is None:  # a plug-in's: its own label says what it wants
         return ""
     own = OmegaConf.load(path)
-    return "".join(f"-{model[key]}" for key in CHOSEN_PARTS
+    return "".join(f"-{model[key]}" for key in declared.parts or {}
                    if key in model and key in own and model[key] != own[key])
 
 

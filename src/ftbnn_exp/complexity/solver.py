@@ -11,7 +11,6 @@ same target on that hardware.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,9 +70,7 @@ def width_arguments(family: Family, kwargs: Mapping[str, Any]) -> tuple[SolvedWi
     rule = family.solved_width
     if rule is None:
         raise InvalidArgument(f"model family {family.name} has no solved width; give width=N")
-    parameters = inspect.signature(family.builder).parameters
-    return rule, tuple((name, kwargs.get(name, parameters[name].default))
-                       for name in rule.arguments)
+    return rule, family.values(kwargs, rule.arguments)
 
 
 @lru_cache(maxsize=512)
@@ -82,10 +79,9 @@ def width_counts(family: Family, arguments: Arguments, width: int, convention: s
     """Measured (FLOPs, BOPs) of ``family`` at ``width`` and ``arguments``, built by its own
     builder with a default schedule at ImageNet size (3 channels): one trace serves every
     rate."""
-    parameters = inspect.signature(family.builder).parameters
     given = {"width": width, **dict(arguments), "schedule": NonLinearitySchedule(),
              "in_channels": 3, "num_classes": num_classes, "image_size": image_size}
-    model = family.builder(**{k: v for k, v in given.items() if k in parameters})
+    model = family.builder(**{k: v for k, v in given.items() if k in family.parameters})
     counted = count_complexity(model, (3, image_size, image_size), convention)
     return counted.flops, counted.bops
 

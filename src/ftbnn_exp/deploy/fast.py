@@ -5,19 +5,22 @@ torch's extension folder. Without a working compiler the package falls back to t
 PyTorch reference (:mod:`bitops`), saying so once.
 Instruction-set paths (AVX-512 VPOPCNTDQ, AVX-512BW, AVX2, scalar POPCNT) are chosen at run
 time from the CPU's features; every path is bit-exact against the reference (tests). The
-kernels split output pixels over torch's intra-op threads (``torch.set_num_threads``); each
-output is computed by one thread in one order, so any thread count gives the same bits.
+kernels split output pixels over ``torch.get_num_threads()`` threads of their own pool; each
+output is computed by one thread in one order, so any thread count gives the same bits. The
+fused runner runs the real-valued layers on the same pool (:class:`ExactPart`): one thread
+system for the whole network, no OpenMP team woken beside it (issue 37).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from ftbnn_exp.deploy.bands import RowBands
 from ftbnn_exp.deploy.bitops import pack
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d
 from ftbnn_exp.deploy.runners import IDENTITY_SHORTCUT, FusedPlan, runner_of
@@ -208,16 +212,17 @@ class FastBinaryConv:
         self.shape = (conv.out_channels, conv.in_channels // conv.groups, conv.kernel_size,
                       conv.stride, conv.padding)
 
-    def planes(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros)."""
+    def planes(self, x: Tensor, threads: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros),
+        packed on ``threads`` threads of the pool (0: ``torch.get_num_threads()``)."""
         with record_function("ftbnn::pack"):
-            return tuple(self.ops.pack_nhwc(x, self.conv.groups))
+            return tuple(self.ops.pack_nhwc(x, self.conv.groups, threads))
 
     def inputs(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None,
-               counts: Tensor | None) -> tuple[Tensor, Tensor, int]:
+               counts: Tensor | None, threads: int = 0) -> tuple[Tensor, Tensor, int]:
         """The planes of this input (packed here unless given) and its exact formula."""
         if planes is None:
-            xs, xn, counts = self.planes(x)
+            xs, xn, counts = self.planes(x, threads)
         else:
             xs, xn = planes
         kind = (kind_from_counts(counts, self.weights_have_zeros) if counts is not None
@@ -268,15 +273,18 @@ class FusedBinaryConv:
         self.empty = torch.empty(0)
 
     def __call__(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None = None,
-                 counts: Tensor | None = None, residual: Tensor | None = None) -> list[Tensor]:
+                 counts: Tensor | None = None, residual: Tensor | None = None,
+                 threads: int = 0) -> list[Tensor]:
         """``planes`` and ``counts``: ``x`` as the previous fused conv packed it (else packed
-        here). A channels_last ``residual`` is read in place."""
+        here). A channels_last ``residual`` is read in place. ``threads``: the pool's threads
+        (0: ``torch.get_num_threads()``)."""
         c = self.conv
-        xs, xn, kind = c.inputs(x, planes, counts)
+        xs, xn, kind = c.inputs(x, planes, counts, threads)
         with record_function("ftbnn::bconv"):
             out = c.ops.bconv(xs, xn, c.ws, c.wn, *c.shape, kind, c.path, self.scale,
                               self.bias, self.empty if residual is None else residual,
-                              self.act, self.negative, self.positive, self.packed_by_kernel)
+                              self.act, self.negative, self.positive, self.packed_by_kernel,
+                              threads)
         if not self.after:
             return out
         y = out[0]
@@ -285,7 +293,7 @@ class FusedBinaryConv:
         if not self.next_groups:
             return [y]
         with record_function("ftbnn::pack"):
-            return [y, *c.ops.pack_nhwc(y, self.next_groups)]
+            return [y, *c.ops.pack_nhwc(y, self.next_groups, threads)]
 
 
 class KernelBinaryConv2d(nn.Module):
@@ -318,8 +326,10 @@ class FusedNetwork:
     (:mod:`ftbnn_exp.deploy.runners`): stem, then each unit's binary conv → folded BN →
     + shortcut → non-linear module → signs packed for the next unit, so activations reach
     each binary conv already packed (a doubled input is packed after its copy and paste).
-    Stem, real shortcuts, pooling and FC stay PyTorch float. ``names``: each module's
-    qualified name, for refusals that say where a part is."""
+    Stem, real shortcuts, pooling and FC stay PyTorch float, run as :class:`ExactPart` on the
+    kernels' pool; ATen runs single-threaded on the calling thread meanwhile, so only the
+    pool's threads work. ``names``: each module's qualified name, for refusals that say where
+    a part is."""
 
     def __init__(self, plan: FusedPlan, path: int | None = None, stem_precision: str = "fp32",
                  names: Mapping[nn.Module, str] | None = None) -> None:
@@ -342,70 +352,164 @@ class FusedNetwork:
             unit.bn, unit.nonlinear, groups, names.get(unit.nonlinear, "a unit's module"))
             for unit, groups in zip(units, follows, strict=True)]
         self.shortcuts = [unit.shortcut if unit.shortcut in (None, IDENTITY_SHORTCUT)
-                          else ExactLayout(unit.shortcut) for unit in units]
-        self.head = plan.head
+                          else ExactPart(unit.shortcut) for unit in units]
+        self.head = ExactPart(plan.head)
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        with record_function("ftbnn::stem"):
-            x = self.stem(x)
-        planes = counts = None
-        for unit, kernel, shortcut in zip(self.units, self.kernels, self.shortcuts,
-                                          strict=True):
-            residual = x if shortcut == IDENTITY_SHORTCUT else None
-            if callable(shortcut):
-                with record_function("ftbnn::shortcut"):
-                    residual = shortcut(x)
-            out = kernel(torch.cat([x, x], dim=1) if unit.doubled else x, planes, counts,
-                         residual=residual)
-            x = out[0]
-            planes, counts = ((out[1], out[2]), out[3]) if kernel.next_groups else (None, None)
-        with record_function("ftbnn::head"):
-            # the kernels leave x channels_last; ATen's average pool sums NCHW in another order
-            return self.head(x.contiguous())
+        threads = torch.get_num_threads()
+        with aten_threads(1):
+            with record_function("ftbnn::stem"):
+                x = self.stem(x, threads)
+            planes = counts = None
+            for unit, kernel, shortcut in zip(self.units, self.kernels, self.shortcuts,
+                                              strict=True):
+                residual = x if shortcut == IDENTITY_SHORTCUT else None
+                if callable(shortcut):
+                    with record_function("ftbnn::shortcut"):
+                        residual = shortcut(x, threads)
+                out = kernel(torch.cat([x, x], dim=1) if unit.doubled else x, planes, counts,
+                             residual=residual, threads=threads)
+                x = out[0]
+                planes, counts = ((out[1], out[2]), out[3]) if kernel.next_groups else (None,
+                                                                                          None)
+            with record_function("ftbnn::head"):
+                # the kernels leave x channels_last; ATen's average pool sums NCHW in another
+                # order
+                return self.head(x.contiguous(), threads)
 
 
-class ExactLayout:
-    """A real-valued part of the network (stem, shortcut) run in NHWC memory where that gives
-    the bits of NCHW, the reference engine's layout: oneDNN's NHWC convolutions are about
-    twice as fast on one core, but whether they sum in the NCHW order depends on the CPU and
-    the shape (a 1×1 conv at 6×6 did not, on a CPU where 56×56 did). So each input shape's
-    first call runs ``run`` in NCHW and each candidate in NHWC (``faster`` forms of the same
-    part first, ``run`` itself last) and compares them bit for bit; from then on the first
-    candidate that agreed is used, NCHW ``run`` where none did."""
+@contextlib.contextmanager
+def aten_threads(threads: int) -> Iterator[None]:
+    """ATen and oneDNN on ``threads`` OpenMP threads on this thread only, inside the block
+    (``torch.set_num_threads`` would also set the count new threads start from, and
+    XNNPACK's pool)."""
+    ops = kernels()
+    previous = ops.set_aten_threads(threads)
+    try:
+        yield
+    finally:
+        ops.set_aten_threads(previous)
 
-    def __init__(self, run: Callable[[Tensor], Tensor],
-                 *faster: Callable[[Tensor], Tensor]) -> None:
+
+MIN_BAND_ROWS, MIN_BAND_VALUES = 8, 600_000
+"""Output rows, and values written by the part's layers (:meth:`RowBands.written`), per band
+at least: a band costs a task on the pool and its own operator calls, ~60 µs of one core,
+and each band's Python steps take the GIL (measured on a 2-core AVX2 EPYC, issue 37, by
+thread CPU time: FTBNN-18's 1×1 shortcut at 56², 250k values, took 43 % more CPU in two bands
+than whole, the stems 12-16 % more; in wall time the derived models' stem, 903k values, was
+no faster in two bands than whole on one thread). So FTBNN-18's stem (1.8M values; 1.2M
+pooled first, :func:`pooled_first`) is split; the derived stems and the shortcuts run whole."""
+
+
+class ExactPart:
+    """A real-valued part of the network (stem, shortcut, head) run the fastest way that
+    gives the reference engine's bits at the same thread count, where the reference runs it
+    whole in NCHW memory on ``threads`` OpenMP threads. Ways, fastest first:
+
+    - ``faster bands`` / ``faster nhwc``: where the part has a ``faster`` form (the stem
+      pooled before its BN, :func:`pooled_first`), that form in NHWC, banded or whole (as
+      below); tried before the part's own way of each kind;
+    - ``bands``: NHWC, split into row bands (:mod:`ftbnn_exp.deploy.bands`) run in parallel
+      on the kernels' pool, each single-threaded (``threads`` > 1 and a part tall enough);
+    - ``nhwc`` / ``nchw``: whole, single-threaded: no OpenMP team to wake for a small layer
+      (at 2 threads the 1×1 shortcuts were slower than at 1, issue 37);
+    - ``nhwc@threads`` / ``nchw@threads``: whole on ``threads`` OpenMP threads; the last is
+      the reference itself.
+
+    oneDNN's NHWC convolutions are about twice as fast on one core, but whether they sum in
+    the NCHW order depends on the CPU and the shape (a 1×1 conv at 6×6 did not, on a CPU where
+    56×56 did), and so may a band's fewer rows, a single thread or another form of the same
+    function. So each (input shape, thread count)'s first call runs the reference and then the
+    ways in order, and keeps the first that equals it bit for bit (:attr:`ways` says which)."""
+
+    def __init__(self, run: Callable[[Tensor], Tensor], bands: RowBands | None = None,
+                 faster: nn.Module | None = None) -> None:
         self.run = run
-        self.candidates = (*faster, run)
-        self.chosen: dict[tuple[int, ...], Callable[[Tensor], Tensor] | None] = {}
+        self.bands = bands if bands is not None else (
+            RowBands.of(run) if isinstance(run, nn.Module) else None)
+        self.faster = faster
+        self.faster_bands = RowBands.of(faster) if faster is not None else None
+        self.ways: dict[tuple[tuple[int, ...], int], str] = {}
+        self.shapes: dict[tuple[tuple[int, ...], int], torch.Size] = {}
 
-    def __call__(self, x: Tensor) -> Tensor:
-        shape = tuple(x.shape)
-        if shape not in self.chosen:
-            reference = self.run(x.contiguous())
-            nhwc = x.contiguous(memory_format=torch.channels_last)
-            self.chosen[shape] = next((run for run in self.candidates
-                                       if torch.equal(run(nhwc), reference)), None)
-            return reference
-        chosen = self.chosen[shape]
-        if chosen is None:
-            return self.run(x.contiguous())
-        return chosen(x.contiguous(memory_format=torch.channels_last))
+    def band_count(self, x: Tensor, threads: int, faster: bool = False) -> int:
+        """How many bands ``x`` is split into on ``threads`` threads (1: run whole), by the
+        part's own bands or, ``faster``, its faster form's."""
+        bands = self.faster_bands if faster else self.bands
+        if bands is None:
+            return 1
+        rows = bands.heights(x.shape[2])[-1]
+        return max(1, min(threads, rows // MIN_BAND_ROWS,
+                           bands.written(x.shape) // MIN_BAND_VALUES))
+
+    def way(self, name: str, x: Tensor, threads: int) -> Tensor:
+        """The part run on ``x`` the way named ``name`` (class docstring)."""
+        layout = torch.contiguous_format if name.startswith("nchw") else torch.channels_last
+        x = x.contiguous(memory_format=layout)
+        faster = name.startswith("faster ")
+        if name.endswith("bands"):
+            return self.banded(x, threads, faster)
+        with aten_threads(threads if name.endswith("@threads") else 1):
+            return (self.faster if faster else self.run)(x)
+
+    def banded(self, x: Tensor, threads: int, faster: bool = False) -> Tensor:
+        """The bands (the faster form's, ``faster``) run on the pool, each writing its rows of
+        the output."""
+        bands = self.faster_bands if faster else self.bands
+        ranges = bands.split(x.shape[2], self.band_count(x, threads, faster))
+        out = torch.empty(self.shapes[(tuple(x.shape), threads)],
+                          memory_format=torch.channels_last)
+        errors: list[BaseException] = []
+
+        def task(i: int) -> None:
+            try:
+                with torch.no_grad():  # grad mode is per thread: the pool's start with it on
+                    out[:, :, slice(*ranges[i])] = bands.run(x, *ranges[i])
+            except BaseException as error:  # raised again on the calling thread
+                errors.append(error)
+
+        kernels().run_tasks(task, len(ranges), threads)
+        if errors:
+            raise errors[0]
+        return out
+
+    def candidates(self, kind: str, x: Tensor, threads: int) -> list[str]:
+        """The ways of ``kind`` (``bands`` or ``nhwc``) to try, the faster form's first."""
+        faster = [f"faster {kind}"] if self.faster is not None else []
+        ways = [*faster, kind]
+        if kind == "bands":
+            return [w for w in ways if self.band_count(x, threads, w != kind) > 1]
+        return ways
+
+    def __call__(self, x: Tensor, threads: int | None = None) -> Tensor:
+        threads = torch.get_num_threads() if threads is None else threads
+        key = (tuple(x.shape), threads)
+        if key in self.ways:
+            return self.way(self.ways[key], x, threads)
+        reference = self.way("nchw@threads", x, threads)
+        self.shapes[key] = reference.shape
+        ways = [*self.candidates("bands", x, threads), *self.candidates("nhwc", x, threads),
+                "nchw"] + (["nhwc@threads"] if threads > 1 else [])
+        self.ways[key] = next((w for w in ways if torch.equal(self.way(w, x, threads),
+                                                              reference)), "nchw@threads")
+        return reference
 
 
 STEM_PRECISIONS = ("fp32", "bf16")
 
 
-class PooledFirstStem(nn.Module):
-    """``bn(pool(conv(x)))``, the pool in NHWC memory (:func:`pooled_first`)."""
+class PooledFirstStem(nn.Sequential):
+    """``conv → max-pool → BN`` (:func:`pooled_first`), the pool in NHWC memory; a sequence,
+    so that it splits into row bands (:class:`~ftbnn_exp.deploy.bands.RowBands`) as the stem
+    it stands for does."""
 
     def __init__(self, conv: nn.Conv2d, pool: nn.MaxPool2d, bn: nn.BatchNorm2d) -> None:
-        super().__init__()
-        self.conv, self.pool, self.bn = conv, pool, bn
+        super().__init__(conv, pool, bn)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn(self.pool(self.conv(x).contiguous(memory_format=torch.channels_last)))
+        conv, pool, bn = self
+        return bn(pool(conv(x).contiguous(memory_format=torch.channels_last)))
 
 
 def pooled_first(layers: nn.Module) -> PooledFirstStem | None:
@@ -416,7 +520,7 @@ def pooled_first(layers: nn.Module) -> PooledFirstStem | None:
     negate that channel: conv' sums the negated products in the same order (exact: -y), and
     BN' (weight and running mean negated) computes ``(-α)·m + β``, which is ``α·(-m) + β``
     bit for bit; max(-y) = -min(y). None for any other stem (the layer-by-layer run is used);
-    :class:`ExactLayout` checks the bits on each shape's first call in any case."""
+    :class:`ExactPart` checks the bits on each shape's first call in any case."""
     parts = list(layers)
     if not (len(parts) == 3 and isinstance(parts[0], nn.Conv2d)
             and isinstance(parts[1], nn.BatchNorm2d) and isinstance(parts[2], nn.MaxPool2d)
@@ -434,7 +538,7 @@ def pooled_first(layers: nn.Module) -> PooledFirstStem | None:
     return PooledFirstStem(conv, pool, bn)
 
 
-def stem(layers: nn.Module, precision: str = "fp32") -> Callable[[Tensor], Tensor]:
+def stem(layers: nn.Module, precision: str = "fp32") -> Callable[..., Tensor]:
     """The stem as the export runs it, its max-pool always in NHWC memory (ATen's NCHW
     max-pool is slow on one core; maxima are exact in any order), pooled before its BN where
     that gives the same bits (:func:`pooled_first`). ``bf16``, opt-in: the stem under bf16
@@ -453,11 +557,11 @@ def stem(layers: nn.Module, precision: str = "fp32") -> Callable[[Tensor], Tenso
         return x
 
     if precision == "fp32":
-        faster = pooled_first(layers)
-        return ExactLayout(run, *([faster] if faster else []))
+        return ExactPart(run, RowBands.of(layers), pooled_first(layers))
 
-    def run_bf16(x: Tensor) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+    def run_bf16(x: Tensor, threads: int | None = None) -> Tensor:
+        with aten_threads(threads or torch.get_num_threads()), torch.autocast(
+                "cpu", dtype=torch.bfloat16):
             return run(x.contiguous(memory_format=torch.channels_last)).float()
 
     return run_bf16

@@ -16,6 +16,7 @@ from ftbnn_exp.models.registry import (
     SolvedWidth,
     create,
     family,
+    part_arguments,
     register_family,
     register_variant,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "family",
     "fig2_net",
     "ftbnn_resnet",
+    "part_arguments",
     "register_family",
     "register_variant",
     "resnet_fp",

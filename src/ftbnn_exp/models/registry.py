@@ -17,6 +17,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_type_hints
 
@@ -79,10 +80,20 @@ class Family:
     nonlinearity_label: NonLinearityLabel | None = None
     parts: Mapping[str, str] | None = field(default=None, hash=False)
 
+    @cached_property
+    def parameters(self) -> Mapping[str, inspect.Parameter]:
+        """The builder's parameters: what every check and default of its arguments reads."""
+        return inspect.signature(self.builder).parameters
+
+    def values(self, kwargs: Mapping[str, Any], names: tuple[str, ...]
+               ) -> tuple[tuple[str, Any], ...]:
+        """``(name, value)`` of each of ``names``: given in ``kwargs``, else the builder's
+        default."""
+        return tuple((name, kwargs.get(name, self.parameters[name].default)) for name in names)
+
     def __post_init__(self) -> None:
-        parameters = inspect.signature(self.builder).parameters
         for argument, kind in (self.parts or {}).items():
-            if argument not in parameters or kind not in PART_KINDS:
+            if argument not in self.parameters or kind not in PART_KINDS:
                 raise InvalidArgument(f"model family {self.name}: parts={{{argument!r}: "
                                       f"{kind!r}}} must name an argument of its builder and "
                                       f"a part kind ({', '.join(PART_KINDS)})")
@@ -92,16 +103,15 @@ class Family:
         ``kwargs``, else the builder's default; None when the family declares none."""
         if self.parts is None:
             return None
-        parameters = inspect.signature(self.builder).parameters
-        return {argument: (kind, kwargs.get(argument, parameters[argument].default))
-                for argument, kind in self.parts.items()}
+        values = dict(self.values(kwargs, tuple(self.parts)))
+        return {argument: (kind, values[argument]) for argument, kind in self.parts.items()}
 
     def check_arguments(self, kwargs: Mapping[str, Any], prefix: str = "",
                         hidden: tuple[str, ...] = (), complete: bool = True) -> None:
         """Each key an argument of the builder, of its annotated type (``int``, ``float``,
         ``bool``, ``str`` and their unions with None); ``complete``: every argument without a
         default given. One-line :class:`InvalidArgument` naming ``<prefix><key>``."""
-        parameters = inspect.signature(self.builder).parameters
+        parameters = self.parameters
         hints = get_type_hints(self.builder)
         for key, value in kwargs.items():
             if key not in parameters:
@@ -152,8 +162,7 @@ def _check_solved_width(family: Family) -> None:
         raise ValueError(f"register_family({family.name!r}): solved_width={declared!r} does not "
                          f"say how the width solver builds the family; allowed: "
                          f"solved_width=SolvedWidth(arguments=..., problem=...)")
-    parameters = inspect.signature(family.builder).parameters
-    missing = [n for n in ("width", *declared.arguments) if n not in parameters]
+    missing = [n for n in ("width", *declared.arguments) if n not in family.parameters]
     if missing:
         raise ValueError(f"register_family({family.name!r}): solved_width builds at a width "
                          f"with {', '.join(missing)}, which the builder does not take")
@@ -189,6 +198,14 @@ def _register_timm(name: str, module: str, preset: Mapping[str, Any], replace: b
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f"Overwriting {re.escape(name)} in registry")
         register_model(entry)
+
+
+def part_arguments() -> dict[str, str]:
+    """Every registered family's declared part arguments with their kind (``binarizer ->
+    binarizer``, ...): the model keys whose values are registered part names, for tab
+    completion and run names."""
+    return {argument: kind for entry in FAMILIES.values() for argument, kind in
+            (entry.parts or {}).items()}
 
 
 def family(name: str) -> Family:

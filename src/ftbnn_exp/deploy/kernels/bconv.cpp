@@ -30,6 +30,13 @@
 #include <chrono>
 #include <vector>
 
+// PyTorch's OpenMP runtime (libgomp, loaded globally by torch): each thread's own thread
+// count (an OpenMP ICV), which ATen and oneDNN read before they start a parallel region.
+extern "C" {
+void omp_set_num_threads(int threads);
+int omp_get_max_threads(void);
+}
+
 namespace {
 
 struct Args {
@@ -46,6 +53,7 @@ struct Args {
   int64_t G2, Wg2, Cg2;
   bool avx512;                                    // vector packing of the output bits
   bool avx512_epilogue;                           // AVX-512 F/DQ/BW/VL output step
+  int64_t threads;                                // at most this many threads
 };
 
 // One word's sign / nonzero bits of `count` (<= 64) consecutive channel values.
@@ -283,8 +291,12 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
 // wakes after the layer is done finds nothing left and sleeps again. Idle workers sleep on a
 // condition variable (passive waiting: they never spin on a core another process wants), as
 // OpenMP's spinning barriers, which made all cores slower than one on a loaded machine, do
-// not. A layer too small to split runs on fewer threads: MIN_BLOCKS_PER_THREAD blocks each.
+// not. A layer too small to split runs on fewer threads: each gets MIN_THREAD_WORDS 64-bit
+// word popcounts at least (a pool wake-up's worth: ~25 us of an AVX-512 core), so a 7x7
+// layer of 512 channels, 4 blocks of 16 pixels, runs on 2 threads and a 64-channel layer
+// gets 29 blocks a thread; MIN_BLOCKS_PER_THREAD blocks where a block's work is not known.
 constexpr int64_t MIN_BLOCKS_PER_THREAD = 4;
+constexpr int64_t MIN_THREAD_WORDS = int64_t(1) << 18;
 constexpr int64_t CHUNKS_PER_THREAD = 8;
 
 using ChunkBody = std::function<void(int64_t, int64_t, int64_t*)>;
@@ -371,18 +383,39 @@ class Pool {
   bool stop_ = false;
 };
 
-void run_chunks(int64_t blocks, int64_t* counts, ChunkBody body) {
-  const int64_t threads = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), blocks / MIN_BLOCKS_PER_THREAD));
+// Run `blocks` in chunks of `chunk` on `threads` threads of the pool, the caller among them.
+// One caller at a time uses the pool (run_tasks lets go of the GIL, so another Python thread
+// may call in meanwhile): a second runs its work alone, on its own thread.
+void run_on(int64_t blocks, int64_t threads, int64_t chunk, int64_t* counts, ChunkBody body) {
+  static std::mutex busy;
+  std::unique_lock<std::mutex> owner(busy, std::defer_lock);
+  if (threads > 1 && !owner.try_lock()) threads = 1;
   auto layer = std::make_shared<Layer>();
   layer->body = std::move(body);
   layer->blocks = blocks;
-  layer->chunk = std::max<int64_t>(1, blocks / (threads * CHUNKS_PER_THREAD));
+  layer->chunk = threads == 1 ? blocks : chunk;
   if (threads == 1) layer->work();
   else Pool::instance().run(layer, threads);
   layer->body = nullptr;  // what it captured lives on the caller's stack
   counts[0] += layer->negatives.load();
   counts[1] += layer->zeros.load();
+}
+
+// A layer of `blocks` pixel blocks on at most `wanted` threads, `min_blocks` blocks each.
+void run_chunks(int64_t blocks, int64_t wanted, int64_t* counts, ChunkBody body,
+                int64_t min_blocks = MIN_BLOCKS_PER_THREAD) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(wanted, blocks / min_blocks));
+  run_on(blocks, threads, std::max<int64_t>(1, blocks / (threads * CHUNKS_PER_THREAD)), counts,
+         std::move(body));
+}
+
+// This thread's OpenMP thread count for ATen and oneDNN, set after ATen's own lazy setting
+// (its first call on a thread sets the count to torch's), so that it holds; the previous.
+int set_aten_threads_here(int threads) {
+  at::get_num_threads();
+  const int previous = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  return previous;
 }
 
 #define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE,   \
@@ -451,11 +484,12 @@ void run_chunks(int64_t blocks, int64_t* counts, ChunkBody body) {
   }                                                                                              \
   void NAME(const Args& a, int64_t* counts) {                                                    \
     const int64_t blocks = (a.N * a.OH * a.OW + PIXELS - 1) / PIXELS;                            \
-    run_chunks(blocks, counts, [&](int64_t begin, int64_t end, int64_t* local) {                 \
+    const int64_t words = PIXELS * a.G * a.OB * 8 * a.K * a.K * a.Wg; /* a block's popcounts */ \
+    run_chunks(blocks, a.threads, counts, [&](int64_t begin, int64_t end, int64_t* local) {      \
       if (a.kind == 0) NAME##_blocks<0>(a, begin, end, local);                                   \
       else if (a.kind == 1) NAME##_blocks<1>(a, begin, end, local);                              \
       else NAME##_blocks<2>(a, begin, end, local);                                               \
-    });                                                                                          \
+    }, std::max<int64_t>(1, (MIN_THREAD_WORDS + words - 1) / words));                            \
   }
 
 // ---- scalar POPCNT: 8 lanes as a plain array
@@ -643,7 +677,7 @@ int64_t parallel_threads(int64_t blocks) {
   const int64_t expected = std::max<int64_t>(
       1, std::min<int64_t>(at::get_num_threads(), blocks / MIN_BLOCKS_PER_THREAD));
   int64_t counts[2] = {0, 0};
-  run_chunks(blocks, counts, [&](int64_t, int64_t, int64_t*) {
+  run_chunks(blocks, at::get_num_threads(), counts, [&](int64_t, int64_t, int64_t*) {
     {
       std::lock_guard<std::mutex> guard(lock);
       const auto id = std::this_thread::get_id();
@@ -666,8 +700,10 @@ std::vector<std::string> supported_paths() {
   return names;
 }
 
-// Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups.
-std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups) {
+// Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups, in
+// blocks of PACK_PIXELS pixels on at most `threads` threads of the pool (0: torch's count).
+constexpr int64_t PACK_PIXELS = 64;
+std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t threads) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float [N, C, H, W]");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cg = C / groups, Wg = (Cg + 63) / 64;
@@ -676,8 +712,18 @@ std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups) {
   auto z = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto counts = torch::zeros({2}, torch::kLong);
   const bool avx512 = path_supported(2);
-  pack_pixels(pixel_major.data_ptr<float>(), N * H * W, C, Cg, Wg, s.data_ptr<int64_t>(),
-              z.data_ptr<int64_t>(), counts.data_ptr<int64_t>(), avx512);
+  const float* y = pixel_major.data_ptr<float>();
+  int64_t* ps = s.data_ptr<int64_t>();
+  int64_t* pn = z.data_ptr<int64_t>();
+  const int64_t pixels = N * H * W, words = groups * Wg;
+  run_chunks((pixels + PACK_PIXELS - 1) / PACK_PIXELS,
+             threads > 0 ? threads : at::get_num_threads(), counts.data_ptr<int64_t>(),
+             [&](int64_t begin, int64_t end, int64_t* local) {
+               const int64_t first = begin * PACK_PIXELS;
+               const int64_t count = std::min(end * PACK_PIXELS, pixels) - first;
+               pack_pixels(y + first * C, count, C, Cg, Wg, ps + first * words,
+                           pn + first * words, local, avx512);
+             });
   return {s, z, counts};
 }
 
@@ -687,9 +733,10 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
                                  int64_t kernel, int64_t stride, int64_t pad, int64_t kind,
                                  int64_t path, torch::Tensor scale, torch::Tensor bias,
                                  torch::Tensor residual, int64_t act, torch::Tensor neg,
-                                 torch::Tensor pos, int64_t next_groups) {
+                                 torch::Tensor pos, int64_t next_groups, int64_t threads) {
   TORCH_CHECK(path >= 0 && path < 4 && path_supported(path), "bconv: path not supported here");
   Args a{};
+  a.threads = threads > 0 ? threads : at::get_num_threads();
   a.xs = xs.data_ptr<int64_t>(); a.xn = xn.data_ptr<int64_t>();
   a.ws = ws.data_ptr<int64_t>(); a.wn = wn.data_ptr<int64_t>();
   a.N = xs.size(0); a.H = xs.size(1); a.W = xs.size(2); a.G = xs.size(3); a.Wg = xs.size(4);
@@ -735,10 +782,57 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
   return {out.permute({0, 3, 1, 2})};
 }
 
+// Run task(0) ... task(count - 1), Python callables, on at most `threads` threads of the
+// kernels' pool (the caller among them), each task taking the next index as a thread comes
+// free, with ATen and oneDNN single-threaded inside each (their OpenMP count set to 1 on the
+// thread that runs it): the real-valued layers split into bands on the same threads as the
+// binary convs, and no OpenMP team woken beside them. The GIL is let go while waiting and
+// taken by each task. A task's exception is the callable's to keep; here it only fails the
+// call.
+void run_tasks(py::function task, int64_t count, int64_t threads) {
+  std::atomic<bool> failed{false};
+  {
+    py::gil_scoped_release release;
+    const int saved = set_aten_threads_here(1);
+    int64_t counts[2] = {0, 0};
+    run_on(count, std::max<int64_t>(1, std::min(threads, count)), 1, counts,
+           [&](int64_t begin, int64_t end, int64_t*) {
+             thread_local const int single = set_aten_threads_here(1);  // a worker, once
+             (void)single;
+             py::gil_scoped_acquire gil;
+             for (int64_t i = begin; i < end; ++i) {
+               try {
+                 task(i);
+               } catch (...) {
+                 failed = true;
+               }
+             }
+           });
+    omp_set_num_threads(saved);
+  }
+  TORCH_CHECK(!failed.load(), "run_tasks: a task raised");
+}
+
+// The calling thread's OpenMP thread count for ATen (torch.set_num_threads also sets it, with
+// the count every new thread starts from); the previous one.
+int64_t set_aten_threads(int64_t threads) {
+  TORCH_CHECK(threads > 0, "set_aten_threads: threads must be positive");
+  return set_aten_threads_here((int)threads);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_paths", &supported_paths, "instruction-set paths this CPU runs");
   m.def("parallel_threads", &parallel_threads, "threads a layer of that many blocks runs on",
         py::arg("blocks") = 1024);
-  m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes");
-  m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output");
+  m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes",
+        py::arg("x"), py::arg("groups"), py::arg("threads") = 0);
+  m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output",
+        py::arg("xs"), py::arg("xn"), py::arg("ws"), py::arg("wn"), py::arg("out_channels"),
+        py::arg("cin_per_group"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
+        py::arg("kind"), py::arg("path"), py::arg("scale"), py::arg("bias"),
+        py::arg("residual"), py::arg("act"), py::arg("neg"), py::arg("pos"),
+        py::arg("next_groups"), py::arg("threads") = 0);
+  m.def("run_tasks", &run_tasks, "task(i) for i < count on the kernels' pool, ATen 1-threaded",
+        py::arg("task"), py::arg("count"), py::arg("threads"));
+  m.def("set_aten_threads", &set_aten_threads, "this thread's OpenMP count; the previous one");
 }
