@@ -5,9 +5,11 @@ reference engine's bits."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,6 +19,17 @@ from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.bands import Reach, RowBands
 
 needs_kernels = pytest.mark.skipif(fast.kernels() is None, reason="no C++ toolchain here")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's thread count set to ``threads`` inside the block, the caller's given back."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _stem() -> nn.Sequential:
@@ -90,9 +103,7 @@ def test_only_layers_of_known_reach_are_split():
 @needs_kernels
 def test_run_tasks_runs_each_task_once_on_the_pool_with_aten_single_threaded():
     ops = fast.kernels()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with torch_threads(2):
         seen: list[tuple[int, int]] = []
         where: set[int] = set()
         lock = threading.Lock()
@@ -116,8 +127,6 @@ def test_run_tasks_runs_each_task_once_on_the_pool_with_aten_single_threaded():
 
         with pytest.raises(RuntimeError, match="a task raised"):
             ops.run_tasks(fails, 2, 2)
-    finally:
-        torch.set_num_threads(before)
 
 
 @needs_kernels
@@ -130,9 +139,7 @@ def test_the_pool_runs_bands_bit_for_bit_as_one_thread_does(threads):
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     part = fast.ExactPart(layers)
     nhwc = x.contiguous(memory_format=torch.channels_last)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
         with torch.no_grad():
             reference = layers(x)
             assert torch.equal(part(x, threads), reference)  # first call: ways compared
@@ -141,8 +148,6 @@ def test_the_pool_runs_bands_bit_for_bit_as_one_thread_does(threads):
             with fast.aten_threads(1):
                 one_thread = part.bands.banded(nhwc, threads)
             assert torch.equal(part.way("bands", x, threads), one_thread)
-    finally:
-        torch.set_num_threads(before)
     way = part.ways[((1, 3, 224, 224), threads)]
     assert way != "bands" if threads == 1 else way in ("bands", "nhwc", "nchw", "nhwc@threads")
 
@@ -163,9 +168,7 @@ def test_the_stem_pooled_first_runs_in_bands_and_is_tried_first(threads):
     assert isinstance(part.faster, fast.PooledFirstStem) and part.faster_bands is not None
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(8))
     nhwc = x.contiguous(memory_format=torch.channels_last)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
         with torch.no_grad():
             reference = layers(x)
             assert torch.equal(part(x, threads), reference)  # first call: ways compared
@@ -178,8 +181,6 @@ def test_the_stem_pooled_first_runs_in_bands_and_is_tried_first(threads):
             ways = (["faster bands", "bands"] if threads > 1 else []) + [
                 "faster nhwc", "nhwc", "nchw"] + (["nhwc@threads"] if threads > 1 else [])
             exact = [w for w in ways if torch.equal(part.way(w, x, threads), reference)]
-    finally:
-        torch.set_num_threads(before)
     assert part.ways[((1, 3, 224, 224), threads)] == (exact or ["nchw@threads"])[0]
 
 
@@ -222,15 +223,11 @@ def test_a_part_runs_single_threaded_once_its_way_is_known():
         return x * 2
 
     part = fast.ExactPart(run)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with torch_threads(2):
         part(torch.ones(1, 4, 3, 3), 2)
         assert counts[0] == 2 and part.ways[((1, 4, 3, 3), 2)] == "nhwc"
         part(torch.ones(1, 4, 3, 3), 2)
         assert counts[-1] == 1
-    finally:
-        torch.set_num_threads(before)
 
 
 @needs_kernels
