@@ -82,7 +82,8 @@ def _check_fused(path, nonlinear, shape, generator, channels_last=False):
         z = F.conv2d(x, conv.weight.sign(), stride=stride, padding=1, groups=groups)
         expected = module(folded(z) + residual)
     assert torch.equal(out, expected)
-    want_signs, want_nonzero, _ = kernel.conv.ops.pack_nhwc(expected, next_groups)
+    # packed by scalar code: each path's own packing in the kernel is checked against it
+    want_signs, want_nonzero, _ = kernel.conv.ops.pack_nhwc(expected, next_groups, 1, 0)
     assert torch.equal(signs, want_signs) and torch.equal(nonzero, want_nonzero)
     assert counts.tolist() == [int((expected < 0).sum()), int((expected == 0).sum())]
 
@@ -321,3 +322,27 @@ def test_the_stem_pooled_before_its_bn_gives_the_reference_bits(kernel, channels
                 assert stem.ways[(tuple(x.shape), 1)] == "faster nhwc"
     relu = nn.Sequential(layers[0], layers[1], nn.ReLU(), layers[2])
     assert fast.pooled_first(relu) is None  # another stem: run layer by layer
+
+
+def _reference_planes(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sign and nonzero planes [N, H, W, G, Wg] by plain torch: bit c % 64 of word c // 64."""
+    n, c, h, w = x.shape
+    per_group = c // groups
+    words = -(-per_group // 64)
+    y = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, per_group)
+    y = F.pad(y, (0, words * 64 - per_group)).reshape(n, h, w, groups, words, 64)
+    weights = torch.ones(64, dtype=torch.long) << torch.arange(64)  # bit 63: -2**63, no carry
+    return ((y > 0).long() * weights).sum(-1), ((y != 0).long() * weights).sum(-1)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("channels", "groups"), [(64, 1), (130, 2), (36, 1), (180, 5), (7, 1)])
+def test_each_path_packs_signs_zeros_and_nan_as_the_reference(path, channels, groups, generator):
+    x = torch.randn(2, channels, 3, 5, generator=generator)
+    x[x.abs() < 0.3] = 0.0
+    x[0, :, 0, 0] = -0.0
+    x[1, 0, 1, 1], x[1, -1, 2, 4], x[0, 1, 2, 3] = float("nan"), float("inf"), -float("inf")
+    signs, nonzero, counts = fast.kernels().pack_nhwc(x, groups, 1, fast.PATHS.index(path))
+    want_signs, want_nonzero = _reference_planes(x, groups)
+    assert torch.equal(signs, want_signs) and torch.equal(nonzero, want_nonzero)
+    assert counts.tolist() == [int((x < 0).sum()), int((x == 0).sum())]

@@ -216,7 +216,7 @@ class FastBinaryConv:
         """Sign and nonzero bit planes of ``x`` for this conv, and its (negatives, zeros),
         packed on ``threads`` threads of the pool (0: ``torch.get_num_threads()``)."""
         with record_function("ftbnn::pack"):
-            return tuple(self.ops.pack_nhwc(x, self.conv.groups, threads))
+            return tuple(self.ops.pack_nhwc(x, self.conv.groups, threads, self.path))
 
     def inputs(self, x: Tensor | None, planes: tuple[Tensor, Tensor] | None,
                counts: Tensor | None, threads: int = 0) -> tuple[Tensor, Tensor, int]:
@@ -293,7 +293,7 @@ class FusedBinaryConv:
         if not self.next_groups:
             return [y]
         with record_function("ftbnn::pack"):
-            return [y, *c.ops.pack_nhwc(y, self.next_groups, threads)]
+            return [y, *c.ops.pack_nhwc(y, self.next_groups, threads, c.path)]
 
 
 class KernelBinaryConv2d(nn.Module):

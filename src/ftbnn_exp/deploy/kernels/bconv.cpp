@@ -12,7 +12,8 @@
 //           out = 2 * sum popcount(x & w) - sum popcount(x)
 //   kind 2, anything:  out = sum popcount(v) - 2 * sum popcount(v & (x ^ w)), v = nz_x & nz_w
 // Paths, chosen at run time: 3 AVX-512 VPOPCNTDQ, 2 AVX-512BW (nibble table, and a carry-save
-// adder tree over 3x3 windows), 1 AVX2 (nibble table), 0 scalar POPCNT. Compiled with
+// adder tree over 3x3 windows), 1 AVX2 (nibble table), 0 scalar POPCNT; each packs bits and
+// runs the output step with its own instruction set (AVX-512, AVX2, scalar). Compiled with
 // -ffp-contract=off: the epilogue rounds as PyTorch does.
 
 #include <torch/extension.h>
@@ -51,8 +52,8 @@ struct Args {
   int32_t* raw;                                   // NHWC int32 or null (no epilogue)
   int64_t* next_s; int64_t* next_n;               // next planes [N, OH, OW, G2, Wg2] or null
   int64_t G2, Wg2, Cg2;
-  bool avx512;                                    // vector packing of the output bits
-  bool avx512_epilogue;                           // AVX-512 F/DQ/BW/VL output step
+  int64_t simd;                                   // packing and output step: 0 scalar,
+                                                  // 1 AVX2, 2 AVX-512 (F/DQ/BW/VL)
   int64_t threads;                                // at most this many threads
 };
 
@@ -84,12 +85,35 @@ void pack_word_avx512(const float* src, int64_t count, uint64_t* sb, uint64_t* z
   }
 }
 
+// The same with AVX2, 8 channels to a compare; masked lanes load as 0 and are dropped.
+__attribute__((target("avx2,popcnt")))
+void pack_word_avx2(const float* src, int64_t count, uint64_t* sb, uint64_t* zb,
+                    int64_t* negatives, int64_t* zeros) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t b = 0; b < count; b += 8) {
+    const int64_t n = std::min<int64_t>(8, count - b);
+    const unsigned live = (1u << n) - 1;
+    const __m256 v = n == 8 ? _mm256_loadu_ps(src + b)
+                            : _mm256_maskload_ps(src + b, _mm256_cmpgt_epi32(
+                                                              _mm256_set1_epi32((int)n), lanes));
+    const unsigned ne = live & ~(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_EQ_OQ));
+    *sb |= (uint64_t)(live & (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)))
+           << b;
+    *zb |= (uint64_t)ne << b;
+    *negatives += __builtin_popcount(
+        live & (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)));
+    *zeros += __builtin_popcount(live & ~ne);
+  }
+}
+
 // Sign / nonzero bits of `pixels` pixels whose C channel values are contiguous (pixel-major),
 // 64 channels of a group to a word; counts[0] += negatives, counts[1] += zeros.
 void pack_pixels(const float* y, int64_t pixels, int64_t C, int64_t Cg, int64_t Wg,
-                 int64_t* ps, int64_t* pn, int64_t* counts, bool avx512) {
+                 int64_t* ps, int64_t* pn, int64_t* counts, int64_t simd) {
   const int64_t G = C / Cg;
-  const auto pack_word = avx512 ? pack_word_avx512 : pack_word_scalar;
+  const auto pack_word = simd == 2 ? pack_word_avx512
+                         : simd == 1 ? pack_word_avx2 : pack_word_scalar;
   for (int64_t p = 0; p < pixels; ++p, y += C, ps += G * Wg, pn += G * Wg) {
     for (int64_t g = 0; g < G; ++g) {
       for (int64_t j = 0; j < Wg; ++j) {
@@ -142,7 +166,7 @@ void finish_pixels_any(const Args& a, int64_t first, int64_t pixels, const int64
   }
   if (!a.next_s) return;
   pack_pixels(a.out + first * O, pixels, O, a.Cg2, a.Wg2, a.next_s + first * a.G2 * a.Wg2,
-              a.next_n + first * a.G2 * a.Wg2, counts, a.avx512);
+              a.next_n + first * a.G2 * a.Wg2, counts, a.simd);
 }
 
 // The same output step in one pass, 16 channels at a time (a masked tail where a group's
@@ -201,6 +225,77 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
   counts[1] += _mm512_reduce_add_epi32(zeros);
 }
 
+// 8 channels with AVX2: a masked load where fewer remain (masked lanes read as 0 and are
+// dropped from the bits and counts).
+__attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t n, __m256i live) {
+  return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, live);
+}
+
+// The output step with AVX2, 8 channels at a time: each 8 channels' bits are one byte of a
+// plane word. The int64 values fit in int32 (|v| <= K * K * C), so their low halves convert
+// to the same floats as (float)v.
+__attribute__((target("avx2,popcnt")))
+void finish_pixels_avx2(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
+                        int64_t* counts) {
+  const int64_t O = a.O, words = a.G2 * a.Wg2;
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // low halves first
+  for (int64_t p = 0; p < pixels; ++p) {
+    const int64_t q = first + p;
+    const int64_t* v = vals + p * O;
+    float* y = a.out + q * O;
+    const float* r = a.residual ? a.residual + q * O : nullptr;
+    uint8_t* ps = a.next_s ? (uint8_t*)(a.next_s + q * words) : nullptr;
+    uint8_t* pn = a.next_s ? (uint8_t*)(a.next_n + q * words) : nullptr;
+    if (ps && a.Cg2 % 64) {  // the unused high bits of each group's last word
+      std::fill(a.next_s + q * words, a.next_s + (q + 1) * words, 0);
+      std::fill(a.next_n + q * words, a.next_n + (q + 1) * words, 0);
+    }
+    const int64_t groups = ps ? a.G2 : 1, per_group = O / groups;
+    for (int64_t g2 = 0; g2 < groups; ++g2) {
+      for (int64_t c = 0; c < per_group; c += 8) {
+        const int64_t o = g2 * per_group + c, n = std::min<int64_t>(8, per_group - c);
+        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lanes);
+        const unsigned bits = (1u << n) - 1;
+        __m256i low, high;
+        if (n == 8) {
+          low = _mm256_loadu_si256((const __m256i*)(v + o));
+          high = _mm256_loadu_si256((const __m256i*)(v + o + 4));
+        } else {
+          low = _mm256_maskload_epi64((const long long*)(v + o),
+                                      _mm256_cvtepi32_epi64(_mm256_castsi256_si128(live)));
+          high = _mm256_maskload_epi64((const long long*)(v + o + 4),
+                                       _mm256_cvtepi32_epi64(_mm256_extracti128_si256(live, 1)));
+        }
+        const __m256i halves = _mm256_permute2x128_si256(
+            _mm256_permutevar8x32_epi32(low, evens), _mm256_permutevar8x32_epi32(high, evens),
+            0x20);
+        __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(halves), load8(a.scale + o, n, live));
+        t = _mm256_add_ps(t, load8(a.bias + o, n, live));
+        if (r) t = _mm256_add_ps(t, load8(r + o, n, live));
+        const __m256 above = _mm256_cmp_ps(t, zero, _CMP_GT_OQ);
+        if (a.act == 1) t = _mm256_and_ps(t, above);
+        else if (a.act == 2)
+          t = _mm256_mul_ps(t, _mm256_blendv_ps(load8(a.neg + o, n, live),
+                                                load8(a.pos + o, n, live), above));
+        if (n == 8) _mm256_storeu_ps(y + o, t);
+        else _mm256_maskstore_ps(y + o, live, t);
+        if (!ps) continue;
+        const unsigned is_zero =
+            bits & (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(t, zero, _CMP_EQ_OQ));
+        const int64_t at = g2 * a.Wg2 * 8 + c / 8;  // byte of the group's words
+        ps[at] = (uint8_t)(bits & (unsigned)_mm256_movemask_ps(
+                                      _mm256_cmp_ps(t, zero, _CMP_GT_OQ)));
+        pn[at] = (uint8_t)(bits & ~is_zero);  // NaN counts as nonzero, as in pack_word
+        counts[0] += __builtin_popcount(
+            bits & (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(t, zero, _CMP_LT_OQ)));
+        counts[1] += __builtin_popcount(is_zero);
+      }
+    }
+  }
+}
+
 // vals arrives as the kernels write it, [pixels][Opad]: output channel o of group g at
 // g * OB * 8 + o % Og.
 void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
@@ -214,8 +309,10 @@ void finish_pixels(const Args& a, int64_t first, int64_t pixels, int64_t* vals,
         std::memmove(vals + p * O + g * a.Og, vals + p * Opad + g * a.OB * 8,
                      a.Og * sizeof(int64_t));
   }
-  if (a.avx512_epilogue && !a.raw)
+  if (a.simd == 2 && !a.raw)
     finish_pixels_avx512(a, first, pixels, vals, counts);
+  else if (a.simd == 1 && !a.raw)
+    finish_pixels_avx2(a, first, pixels, vals, counts);
   else
     finish_pixels_any(a, first, pixels, vals, counts);
 }
@@ -660,10 +757,21 @@ bool path_supported(int64_t path) {
   return false;
 }
 
-bool avx512_epilogue_supported() {
+// The instruction set a path packs bits and runs its output step with: AVX-512 (F/DQ/BW/VL)
+// on the AVX-512 paths where the CPU has them all, AVX2 on the others but scalar POPCNT's.
+int64_t simd_of(int64_t path) {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  if (path >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return 2;
+  return path >= 1 && __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+
+// The fastest path this CPU runs.
+int64_t best_path() {
+  int64_t best = 0;
+  for (int64_t p = 0; p < 4; ++p) if (path_supported(p)) best = p;
+  return best;
 }
 
 }  // namespace
@@ -701,17 +809,20 @@ std::vector<std::string> supported_paths() {
 }
 
 // Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups, in
-// blocks of PACK_PIXELS pixels on at most `threads` threads of the pool (0: torch's count).
+// blocks of PACK_PIXELS pixels on at most `threads` threads of the pool (0: torch's count),
+// with the instruction set of `path` (-1: the fastest here).
 constexpr int64_t PACK_PIXELS = 64;
-std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t threads) {
+std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t threads,
+                                     int64_t path) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float [N, C, H, W]");
+  TORCH_CHECK(path < 4 && (path < 0 || path_supported(path)), "pack_nhwc: path not supported here");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cg = C / groups, Wg = (Cg + 63) / 64;
   auto pixel_major = x.permute({0, 2, 3, 1}).contiguous();  // free for channels_last input
   auto s = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto z = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto counts = torch::zeros({2}, torch::kLong);
-  const bool avx512 = path_supported(2);
+  const int64_t simd = simd_of(path < 0 ? best_path() : path);
   const float* y = pixel_major.data_ptr<float>();
   int64_t* ps = s.data_ptr<int64_t>();
   int64_t* pn = z.data_ptr<int64_t>();
@@ -722,7 +833,7 @@ std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t th
                const int64_t first = begin * PACK_PIXELS;
                const int64_t count = std::min(end * PACK_PIXELS, pixels) - first;
                pack_pixels(y + first * C, count, C, Cg, Wg, ps + first * words,
-                           pn + first * words, local, avx512);
+                           pn + first * words, local, simd);
              });
   return {s, z, counts};
 }
@@ -742,8 +853,7 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
   a.N = xs.size(0); a.H = xs.size(1); a.W = xs.size(2); a.G = xs.size(3); a.Wg = xs.size(4);
   a.Cg = cin_per_group; a.O = out_channels; a.Og = out_channels / a.G; a.OB = ws.size(1);
   a.K = kernel; a.stride = stride; a.pad = pad; a.kind = kind;
-  a.avx512 = path >= 2;
-  a.avx512_epilogue = path >= 2 && avx512_epilogue_supported();
+  a.simd = simd_of(path);
   a.OH = (a.H + 2 * pad - kernel) / stride + 1; a.OW = (a.W + 2 * pad - kernel) / stride + 1;
   torch::Tensor out, raw, ns, nn_;
   if (scale.numel() == 0) {
@@ -825,7 +935,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_threads", &parallel_threads, "threads a layer of that many blocks runs on",
         py::arg("blocks") = 1024);
   m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes",
-        py::arg("x"), py::arg("groups"), py::arg("threads") = 0);
+        py::arg("x"), py::arg("groups"), py::arg("threads") = 0, py::arg("path") = -1);
   m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output",
         py::arg("xs"), py::arg("xn"), py::arg("ws"), py::arg("wn"), py::arg("out_channels"),
         py::arg("cin_per_group"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
