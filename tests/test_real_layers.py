@@ -75,7 +75,8 @@ def test_every_real_layer_is_found_with_the_counters_multiply_adds(model, shortc
     assert parts[0] == "stem" and parts[-1] == "head"
     assert len(parts) == 2 + shortcuts and all(p.endswith(" shortcut") for p in parts[1:-1])
     stem = [row.layer.split()[1] for row in rows if row.part == "stem" and row.layer]
-    assert stem == ["Conv2d", "MaxPool2d", "BatchNorm2d"]  # pooled first (NHWC exact here)
+    # as the runner's fastest exact way calls them: pooled first, or in the model's order
+    assert stem in (["Conv2d", "MaxPool2d", "BatchNorm2d"], ["Conv2d", "BatchNorm2d", "MaxPool2d"])
     counted = _counted_macs(model)
     timed = {row.layer.split()[0]: row.macs for row in rows
              if row.layer and row.macs and row.part != "stem"}

@@ -40,6 +40,7 @@ from ftbnn_exp.deploy.runners import IDENTITY_SHORTCUT, FusedPlan, runner_of
 from ftbnn_exp.errors import InvalidArgument
 from ftbnn_exp.nn import fused_form
 from ftbnn_exp.nn.fused import FusedActivation, fused_steps
+from ftbnn_exp.timing import timed_rounds
 
 SOURCE = files("ftbnn_exp.deploy") / "kernels" / "bconv.cpp"
 """Installed with the package (package data), built where :func:`build_source` says."""
@@ -402,10 +403,14 @@ no faster in two bands than whole on one thread). So FTBNN-18's stem (1.8M value
 pooled first, :func:`pooled_first`) is split; the derived stems and the shortcuts run whole."""
 
 
+TIMED_CALLS = 3
+"""Calls of each exact way a part times on a shape's first call; the best counts."""
+
+
 class ExactPart:
     """A real-valued part of the network (stem, shortcut, head) run the fastest way that
     gives the reference engine's bits at the same thread count, where the reference runs it
-    whole in NCHW memory on ``threads`` OpenMP threads. Ways, fastest first:
+    whole in NCHW memory on ``threads`` OpenMP threads. Ways, in the order they are tried:
 
     - ``faster bands`` / ``faster nhwc``: where the part has a ``faster`` form (the stem
       pooled before its BN, :func:`pooled_first`), that form in NHWC, banded or whole (as
@@ -420,8 +425,12 @@ class ExactPart:
     oneDNN's NHWC convolutions are about twice as fast on one core, but whether they sum in
     the NCHW order depends on the CPU and the shape (a 1×1 conv at 6×6 did not, on a CPU where
     56×56 did), and so may a band's fewer rows, a single thread or another form of the same
-    function. So each (input shape, thread count)'s first call runs the reference and then the
-    ways in order, and keeps the first that equals it bit for bit (:attr:`ways` says which)."""
+    function. And whether bands pay depends on the machine (on a 2-core VM the stem's two
+    bands took longer than the whole on one thread). So each (input shape, thread count)'s
+    first call runs the reference and then every way on the kernels' pool (bands, NHWC, NCHW),
+    and keeps the fastest (best of :data:`TIMED_CALLS` calls) of those that equal the
+    reference bit for bit (:attr:`ways` says which); an OpenMP way (``@threads``) only where
+    none does, the first exact one in the order above."""
 
     def __init__(self, run: Callable[[Tensor], Tensor], bands: RowBands | None = None,
                  faster: nn.Module | None = None) -> None:
@@ -489,11 +498,20 @@ class ExactPart:
             return self.way(self.ways[key], x, threads)
         reference = self.way("nchw@threads", x, threads)
         self.shapes[key] = reference.shape
-        ways = [*self.candidates("bands", x, threads), *self.candidates("nhwc", x, threads),
-                "nchw"] + (["nhwc@threads"] if threads > 1 else [])
-        self.ways[key] = next((w for w in ways if torch.equal(self.way(w, x, threads),
-                                                              reference)), "nchw@threads")
+        pool = [*self.candidates("bands", x, threads), *self.candidates("nhwc", x, threads),
+                "nchw"]
+        exact = [w for w in pool if torch.equal(self.way(w, x, threads), reference)]
+        if exact:
+            self.ways[key] = min(exact, key=lambda w: self.seconds(w, x, threads))
+        else:
+            fallback = ["nhwc@threads"] if threads > 1 else []
+            self.ways[key] = next((w for w in fallback if torch.equal(
+                self.way(w, x, threads), reference)), "nchw@threads")
         return reference
+
+    def seconds(self, name: str, x: Tensor, threads: int) -> float:
+        """The best of :data:`TIMED_CALLS` calls of way ``name`` on ``x``."""
+        return min(timed_rounds(lambda: self.way(name, x, threads), TIMED_CALLS))
 
 
 STEM_PRECISIONS = ("fp32", "bf16")
