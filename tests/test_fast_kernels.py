@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftbnn_exp.deploy import fast
-from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights
+from ftbnn_exp.deploy.bitops import binary_conv2d, pack_weights, unpack
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d
 from ftbnn_exp.nn import BinaryConv2d, FPReLU
 
@@ -347,3 +347,34 @@ def test_each_path_packs_signs_zeros_and_nan_as_the_reference(path, channels, gr
     want_signs, want_nonzero = _reference_planes(x, groups)
     assert torch.equal(signs, want_signs) and torch.equal(nonzero, want_nonzero)
     assert counts.tolist() == [int((x < 0).sum()), int((x == 0).sum())]
+
+
+@pytest.mark.parametrize(("cin", "groups", "taps"), [
+    (180, 5, True), (360, 5, True), (720, 5, True), (1440, 5, False), (130, 1, True),
+    (64, 1, False), (128, 2, False), (512, 1, False)])
+def test_convs_whose_groups_leave_words_part_empty_run_tap_packed(cin, groups, taps, generator):
+    """Table 4's groups of 36-288 channels (and any C/g off a multiple of 64) run tap-packed
+    on every path but AVX-512BW's window code; groups that fill their words do not."""
+    per_group = cin // groups
+    assert [fast.uses_taps(per_group, 3, i) for i in range(4)] == [taps, taps, False, taps]
+    _, packed = _conv(cin, cin, 1, groups, generator)
+    for path in PATHS:
+        kernel = fast.FastBinaryConv(packed, fast.PATHS.index(path))
+        assert (kernel.taps[0].numel() > 0) is (taps and path != "avx512bw")
+    _, with_zero = _conv(130, 130, 1, 1, generator, zero=True)
+    assert fast.FastBinaryConv(with_zero, 0).taps[0].numel() == 0  # kind 2 weights: padded
+
+
+@pytest.mark.parametrize(("out_channels", "cin", "groups"), [(10, 6, 2), (180, 36, 5), (16, 72, 1)])
+def test_tap_weights_hold_each_channels_window_in_order_and_its_ones(out_channels, cin, groups,
+                                                                     generator):
+    weight = torch.randn(out_channels, cin, 3, 3, generator=generator)
+    words, ones = fast.tap_weights(weight, groups)
+    per_group, blocks = out_channels // groups, -(-out_channels // groups // 8)
+    assert words.shape == (groups, blocks, -(-9 * cin // 64), 8)
+    signs = (weight > 0).view(groups, per_group, cin, 9).permute(0, 1, 3, 2)  # [G, Og, kk, C]
+    got = unpack(words.permute(0, 1, 3, 2).reshape(groups, blocks * 8, -1), 9 * cin)
+    assert torch.equal(got[:, :per_group], signs.reshape(groups, per_group, 9 * cin))
+    assert not got[:, per_group:].any()  # the block's missing channels are all-zero
+    assert torch.equal(ones.permute(0, 1, 3, 2).reshape(groups, blocks * 8, 9)[:, :per_group],
+                       signs.sum(-1))

@@ -6,6 +6,10 @@
 // [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is [x > 0] ("signs") or [x != 0]
 // ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
 // (8 output channels side by side, OB = ceil(Og / 8), missing channels all-zero words).
+// Grouped convs whose groups do not fill their words (36 or 72 channels a group) may also
+// come tap-packed (`taps`): each output channel's K*K*Cg weight bits back to back,
+// ceil(K*K*Cg / 64) words instead of K*K*ceil(Cg / 64), the input window gathered the same
+// way per pixel (tap_rows), so no popcount is spent on padding.
 // One of three exact formulas per call (Appendix B; ftbnn_exp/deploy/bitops.py):
 //   kind 0, inputs and weights without zeros: out = K_valid - 2 * sum popcount(x ^ w)
 //   kind 1, inputs in {0, 1}, weights without zeros:
@@ -52,6 +56,9 @@ struct Args {
   int32_t* raw;                                   // NHWC int32 or null (no epilogue)
   int64_t* next_s; int64_t* next_n;               // next planes [N, OH, OW, G2, Wg2] or null
   int64_t G2, Wg2, Cg2;
+  const int64_t* taps;                            // tap-packed weights [G, OB, T, 8] or null
+  const int64_t* tap_ones;                        // their ones per tap [G, OB, K*K, 8]
+  int64_t T;                                      // words of a tap-packed window (0: none)
   int64_t simd;                                   // packing and output step: 0 scalar,
                                                   // 1 AVX2, 2 AVX-512 (F/DQ/BW/VL)
   int64_t threads;                                // at most this many threads
@@ -369,6 +376,70 @@ struct Block {
   }
 };
 
+// The tap-packed windows of group g for a block's P pixels: row p holds the Cg bits of each
+// of its K*K input pixels back to back (T words, the last one's high bits zero); a kernel
+// position outside the input gives zeros (kind 0 then corrects by the weights' ones there).
+void tap_rows(const Args& a, const Block& b, int64_t g, int64_t P, uint64_t* rows) {
+  const int64_t KK = a.K * a.K, last = a.Cg - (a.Wg - 1) * 64;  // bits in a pixel's last word
+  if (a.Wg == 1) {  // one word a position: shift its Cg bits in
+    const uint64_t mask = last == 64 ? ~uint64_t(0) : (uint64_t(1) << last) - 1;
+    const int64_t* xs = a.xs + g;
+    for (int64_t p = 0; p < P; ++p) {
+      uint64_t* row = rows + p * a.T;
+      unsigned __int128 buffer = 0;
+      int64_t filled = 0, t = 0;
+      for (int64_t kk = 0; kk < KK; ++kk) {
+        const int64_t at = b.offsets[kk * P + p];
+        buffer |= (unsigned __int128)(at < 0 ? 0 : (uint64_t)xs[at] & mask) << filled;
+        filled += last;
+        if (filled >= 64) {
+          row[t++] = (uint64_t)buffer;
+          buffer >>= 64;
+          filled -= 64;
+        }
+      }
+      if (filled > 0) row[t] = (uint64_t)buffer;
+    }
+    return;
+  }
+  for (int64_t p = 0; p < P; ++p) {
+    uint64_t* row = rows + p * a.T;
+    unsigned __int128 buffer = 0;
+    int64_t filled = 0, t = 0;
+    for (int64_t kk = 0; kk < KK; ++kk) {
+      const int64_t at = b.offsets[kk * P + p];
+      for (int64_t j = 0; j < a.Wg; ++j) {
+        const int64_t n = j == a.Wg - 1 ? last : 64;
+        const uint64_t mask = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
+        const uint64_t v = at < 0 ? 0 : (uint64_t)a.xs[at + g * a.Wg + j] & mask;
+        buffer |= (unsigned __int128)v << filled;
+        filled += n;
+        if (filled >= 64) {
+          row[t++] = (uint64_t)buffer;
+          buffer >>= 64;
+          filled -= 64;
+        }
+      }
+    }
+    if (filled > 0) row[t] = (uint64_t)buffer;
+  }
+}
+
+// Kind 0 tap-packed, at pixels with kernel positions outside the input: x was zeroed there,
+// so x ^ w counted the weights' ones there, each taken twice off K_valid * Cg - 2 * popcount;
+// given back.
+void tap_outside(const Args& a, const Block& b, int64_t g, int64_t ob, int64_t count,
+                 int64_t* out, int64_t stride) {
+  const int64_t KK = a.K * a.K, P = (int64_t)b.valid.size();
+  const int64_t* ones = a.tap_ones + (g * a.OB + ob) * KK * 8;
+  for (int64_t p = 0; p < count; ++p) {
+    if (b.valid[p] == KK) continue;
+    for (int64_t kk = 0; kk < KK; ++kk)
+      if (b.offsets[kk * P + p] < 0)
+        for (int64_t l = 0; l < 8; ++l) out[p * stride + l] += 2 * ones[kk * 8 + l];
+  }
+}
+
 // Output pixels per block: each weight load serves them all (8-16 measured best; their
 // accumulators stay in registers).
 constexpr int64_t PIXELS = 16;
@@ -536,6 +607,38 @@ int set_aten_threads_here(int threads) {
 
 #define BCONV_KERNEL(NAME, TARGET, VEC, ZERO, LOAD, BCAST, XOR, AND, ADDPOP, SUB, TWICE, STORE,   \
                      WINDOW)                                                                     \
+  /* group g of a block, tap-packed (kinds 0 and 1): T words a pixel, then the exact formula */ \
+  template <int KIND>                                                                            \
+  __attribute__((target(TARGET))) void NAME##_taps(const Args& a, const Block& b, int64_t g,    \
+                                                    int64_t count, int64_t* vals, int64_t Opad) {\
+    constexpr int64_t P = PIXELS;                                                                \
+    const int64_t T = a.T, KK = a.K * a.K;                                                       \
+    thread_local std::vector<uint64_t> rows;                                                     \
+    if ((int64_t)rows.size() < P * T) rows.resize(P * T);                                        \
+    tap_rows(a, b, g, P, rows.data());                                                           \
+    const uint64_t* x = rows.data();                                                             \
+    for (int64_t ob = 0; ob < a.OB; ++ob) {                                                      \
+      int64_t* out = vals + (g * a.OB + ob) * 8;                                                 \
+      const int64_t* w = a.taps + (g * a.OB + ob) * T * 8;                                       \
+      VEC acc[P];                                                                                \
+      _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) acc[p] = ZERO;                    \
+      for (int64_t t = 0; t < T; ++t) {                                                          \
+        const VEC wv = LOAD(w + t * 8);                                                          \
+        _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                               \
+          const VEC xv = BCAST((int64_t)x[p * T + t]);                                           \
+          acc[p] = ADDPOP(acc[p], KIND == 1 ? AND(wv, xv) : XOR(wv, xv));                        \
+        }                                                                                        \
+      }                                                                                          \
+      _Pragma("GCC unroll 16") for (int64_t p = 0; p < P; ++p) {                                 \
+        if (p >= count) break; /* constant indices keep acc in registers */                      \
+        VEC value;                                                                               \
+        if (KIND == 0) value = SUB(BCAST(b.valid[p] * a.Cg), TWICE(acc[p]));                     \
+        else value = SUB(TWICE(acc[p]), BCAST(b.ones[p * a.G + g]));                             \
+        STORE(out + p * Opad, value);                                                            \
+      }                                                                                          \
+      if (KIND == 0) tap_outside(a, b, g, ob, count, out, Opad);                                 \
+    }                                                                                            \
+  }                                                                                              \
   template <int KIND>                                                                            \
   __attribute__((target(TARGET))) void NAME##_blocks(const Args& a, int64_t begin, int64_t end, \
                                                       int64_t* counts) {                         \
@@ -551,6 +654,10 @@ int set_aten_threads_here(int threads) {
       const int64_t first = block * P, count = std::min<int64_t>(P, a.N * pixels - first);       \
       b.plan(a, first, count, KIND == 1);                                                        \
       for (int64_t g = 0; g < a.G; ++g) {                                                        \
+        if (KIND != 2 && a.T) {                                                                  \
+          NAME##_taps<KIND>(a, b, g, count, vals.data(), Opad);                                  \
+          continue;                                                                              \
+        }                                                                                        \
         const int64_t* xs = a.xs + g * a.Wg;                                                     \
         const int64_t* xn = a.xn + g * a.Wg;                                                     \
         for (int64_t ob = 0; ob < a.OB; ++ob) {                                                  \
@@ -866,7 +973,8 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
                                  int64_t kernel, int64_t stride, int64_t pad, int64_t kind,
                                  int64_t path, torch::Tensor scale, torch::Tensor bias,
                                  torch::Tensor residual, int64_t act, torch::Tensor neg,
-                                 torch::Tensor pos, int64_t next_groups, int64_t threads) {
+                                 torch::Tensor pos, int64_t next_groups, torch::Tensor taps,
+                                 torch::Tensor tap_ones, int64_t threads) {
   TORCH_CHECK(path >= 0 && path < 4 && path_supported(path), "bconv: path not supported here");
   Args a{};
   a.threads = threads > 0 ? threads : at::get_num_threads();
@@ -876,6 +984,14 @@ std::vector<torch::Tensor> bconv(torch::Tensor xs, torch::Tensor xn, torch::Tens
   a.Cg = cin_per_group; a.O = out_channels; a.Og = out_channels / a.G; a.OB = ws.size(1);
   a.K = kernel; a.stride = stride; a.pad = pad; a.kind = kind;
   a.simd = simd_of(path);
+  if (taps.numel()) {
+    TORCH_CHECK(taps.dim() == 4 && taps.size(0) == a.G && taps.size(1) == a.OB &&
+                    taps.size(2) == (kernel * kernel * cin_per_group + 63) / 64 &&
+                    tap_ones.sizes() == torch::IntArrayRef({a.G, a.OB, kernel * kernel, 8}),
+                "bconv: taps must be [G, OB, ceil(K*K*Cg/64), 8], tap_ones [G, OB, K*K, 8]");
+    a.taps = taps.data_ptr<int64_t>(); a.tap_ones = tap_ones.data_ptr<int64_t>();
+    a.T = taps.size(2);
+  }
   a.OH = (a.H + 2 * pad - kernel) / stride + 1; a.OW = (a.W + 2 * pad - kernel) / stride + 1;
   torch::Tensor out, raw, ns, nn_;
   if (scale.numel() == 0) {
@@ -963,7 +1079,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("cin_per_group"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
         py::arg("kind"), py::arg("path"), py::arg("scale"), py::arg("bias"),
         py::arg("residual"), py::arg("act"), py::arg("neg"), py::arg("pos"),
-        py::arg("next_groups"), py::arg("threads") = 0);
+        py::arg("next_groups"), py::arg("taps"), py::arg("tap_ones"), py::arg("threads") = 0);
   m.def("run_tasks", &run_tasks, "task(i) for i < count on the kernels' pool, ATen 1-threaded",
         py::arg("task"), py::arg("count"), py::arg("threads"));
   m.def("set_aten_threads", &set_aten_threads, "this thread's OpenMP count; the previous one");
