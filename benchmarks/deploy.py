@@ -12,7 +12,9 @@ medians of ``--repeats`` runs at batch 1, everything measured side by side in on
    L34-G5 ≥ 5× faster than OpenVINO int8 ResNet-18, at 1 thread and at all cores.
 3. Our thread scaling from 1 thread to all cores, and each network's time by layer type
    (:mod:`ftbnn_exp.deploy.profile`): what holds a target back.
-4. The spread (min / median / max over the rounds) at 1 thread and all cores, quiet and
+4. The spread (min / median / max over the rounds) at 1 thread and all cores, the two
+   taking turns round by round, and all cores / 1 thread as the median of the rounds' ratios
+   (their range beside it), quiet and
    beside one busy process (:mod:`ftbnn_exp.deploy.timing`), ours beside OpenVINO int8
    ResNet-18 under the same load. Goals (issue 26): all cores ≤ 0.7× one thread on a quiet
    machine, and never slower than one thread beside a busy process.
@@ -45,7 +47,7 @@ from ftbnn_exp.complexity.solver import solve_width
 from ftbnn_exp.deploy import fast
 from ftbnn_exp.deploy.layers import FoldedBatchNorm2d, PackedBinaryConv2d, to_inference
 from ftbnn_exp.deploy.profile import breakdown, describe
-from ftbnn_exp.deploy.timing import busy_process, spread_ms
+from ftbnn_exp.deploy.timing import Spread, busy_process, thread_rounds
 from ftbnn_exp.models import family
 from ftbnn_exp.models.derived import derived_ftbnn
 from ftbnn_exp.nn import BinaryConv2d, FPReLU, NonLinearitySchedule
@@ -201,15 +203,15 @@ def spread_under_load(ours: dict, peer_models: object, x: torch.Tensor, repeats:
             if peer_models is not None:
                 rows["OpenVINO int8 ResNet-18"] = None
             for name, run in rows.items():
-                spreads = {}
-                for threads in sorted({1, cores}):
-                    torch.set_num_threads(threads)
-                    call = run or peer_models.runner("openvino", "ResNet-18", "int8", threads)
-                    spreads[threads] = spread_ms(call, repeats, 5)
-                ratio = spreads[cores].median / spreads[1].median
+                calls = {t: run or peer_models.runner("openvino", "ResNet-18", "int8", t)
+                         for t in sorted({1, cores})}
+                times = thread_rounds(calls, repeats, 5)
+                ratios = Spread.of([many / one for one, many in zip(times[1], times[cores],
+                                                                     strict=True)])
                 print(f"  {load:6s} {name:28s} " + "   ".join(
-                    f"{t} thread(s) {sp}" for t, sp in spreads.items())
-                    + f"   all cores / 1 thread {ratio:.2f}×")
+                    f"{t} thread(s) {Spread.of(ms)}" for t, ms in times.items())
+                    + f"   all cores / 1 thread {ratios.median:.2f}× (rounds "
+                    f"{ratios.low:.2f}–{ratios.high:.2f})")
     torch.set_num_threads(1)
 
 

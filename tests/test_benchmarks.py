@@ -59,6 +59,8 @@ def test_deploy_benchmark_prints_peers_or_says_why_not_verdicts_scaling_and_brea
         assert row in out, row
     assert out.count("target ≥ ") == 2 * len({1, os.cpu_count() or 1})
     assert out.count("binary convs ") == 3 * len({1, os.cpu_count() or 1})
+    spread = [line for line in out.splitlines() if "all cores / 1 thread" in line]
+    assert len(spread) >= 6 and all("(rounds " in line for line in spread)  # turns taken
 
 
 @pytest.mark.slow

@@ -285,6 +285,20 @@ def test_spread_and_a_busy_process_that_stops():
     assert multiprocessing.active_children() == []
 
 
+def test_thread_counts_take_turns_round_by_round_each_on_its_own_count():
+    from ftbnn_exp.deploy.timing import thread_rounds
+
+    seen: list[tuple[str, int]] = []
+    before = torch.get_num_threads()
+    calls = {1: lambda: seen.append(("a", torch.get_num_threads())),
+             2: lambda: seen.append(("b", torch.get_num_threads()))}
+    times = thread_rounds(calls, repeats=3, warmup=2)
+    assert seen == [("a", 1)] * 2 + [("b", 2)] * 2 + [("a", 1), ("b", 2)] * 3
+    assert {t: len(ms) for t, ms in times.items()} == {1: 3, 2: 3}
+    assert all(m >= 0 for ms in times.values() for m in ms)
+    assert torch.get_num_threads() == before
+
+
 def _stem(kernel: int, channels: int, bias: bool, generator) -> nn.Sequential:
     """An ImageNet stem (conv → BN → max-pool) with BN scales of every sign, zero included."""
     layers = nn.Sequential(nn.Conv2d(3, channels, kernel, 2, kernel // 2, bias=bias),

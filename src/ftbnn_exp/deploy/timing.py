@@ -46,6 +46,28 @@ def spread_ms(run: Callable[[], object], repeats: int, warmup: int = 1) -> Sprea
         return Spread.of([1e3 * s for s in timed_rounds(run, repeats, warmup)])
 
 
+def thread_rounds(calls: dict[int, Callable[[], object]], repeats: int, warmup: int = 1
+                  ) -> dict[int, list[float]]:
+    """Milliseconds per call of each ``calls[threads]`` on ``threads`` torch threads, the
+    thread counts taking turns round by round: a machine whose speed drifts (a VM's neighbour,
+    a clock) then moves every count's round alike, and round ``i``'s times are side by side.
+    Timed as :func:`spread_ms`; torch's thread count is set back after."""
+    before = torch.get_num_threads()
+    times: dict[int, list[float]] = {threads: [] for threads in calls}
+    try:
+        with torch.no_grad():
+            for threads, run in calls.items():
+                torch.set_num_threads(threads)
+                timed_rounds(run, 0, warmup)
+            for _ in range(repeats):
+                for threads, run in calls.items():
+                    torch.set_num_threads(threads)
+                    times[threads].append(1e3 * timed_rounds(run, 1)[0])
+    finally:
+        torch.set_num_threads(before)
+    return times
+
+
 def _spin(deadline: float) -> None:
     while time.monotonic() < deadline:
         pass
