@@ -18,6 +18,7 @@ import copy
 import hashlib
 import logging
 import os
+import statistics
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -442,8 +443,10 @@ no faster in two bands than whole on one thread). So FTBNN-18's stem (1.8M value
 pooled first, :func:`pooled_first`) is split; the derived stems and the shortcuts run whole."""
 
 
-TIMED_CALLS = 3
-"""Calls of each exact way a part times on a shape's first call; the best counts."""
+TIMED_CALLS = 5
+"""Calls of each exact way a part times on a shape's first call; their median counts (not
+the best: on a 2-core VM the stem's bands ran in parallel in some calls and one after
+another in most, best 2.8 ms and median 5.5 against 3.9 and 4.2 whole on one thread)."""
 
 
 class ExactPart:
@@ -467,7 +470,7 @@ class ExactPart:
     function. And whether bands pay depends on the machine (on a 2-core VM the stem's two
     bands took longer than the whole on one thread). So each (input shape, thread count)'s
     first call runs the reference and then every way on the kernels' pool (bands, NHWC, NCHW),
-    and keeps the fastest (best of :data:`TIMED_CALLS` calls) of those that equal the
+    and keeps the fastest (median of :data:`TIMED_CALLS` calls) of those that equal the
     reference bit for bit (:attr:`ways` says which); an OpenMP way (``@threads``) only where
     none does, the first exact one in the order above."""
 
@@ -549,8 +552,8 @@ class ExactPart:
         return reference
 
     def seconds(self, name: str, x: Tensor, threads: int) -> float:
-        """The best of :data:`TIMED_CALLS` calls of way ``name`` on ``x``."""
-        return min(timed_rounds(lambda: self.way(name, x, threads), TIMED_CALLS))
+        """The median of :data:`TIMED_CALLS` calls of way ``name`` on ``x``."""
+        return statistics.median(timed_rounds(lambda: self.way(name, x, threads), TIMED_CALLS))
 
 
 STEM_PRECISIONS = ("fp32", "bf16")
