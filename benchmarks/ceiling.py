@@ -18,9 +18,10 @@ sample 2 ms apart are not always hit alike (per-round fractions above 100 % are 
 samples); the two bests are the two least disturbed measurements.
 
 What keeps a layer below the ceiling, from its shape alone: ``bits``, the share of each
-popcount word and lane that holds real channels (a group's C_g channels fill ⌈C_g/64⌉ words
-and its O_g outputs ⌈O_g/8⌉ lanes of 8), and ``border``, the share of output pixels whose
-window crosses the padding (the kernels test each kernel position there). Measured: the last
+popcount word and lane that holds real channels (a group's C_g channels fill ⌈C_g/64⌉ words,
+or their k·k windows ⌈k·k·C_g/64⌉ tap-packed, and its O_g outputs ⌈O_g/8⌉ lanes of 8), and
+``border``, the share of output pixels whose window crosses the padding (the kernels test
+each kernel position there). Measured: the last
 section times one output (64 channels at 28×28) from 64 to 512 input channels, 1 to 8 words
 per pixel, and splits the time into a fixed part per block of pixels (planning, stores, the
 int32 output) and a part per word, by least squares.
@@ -100,10 +101,14 @@ class Layer:
 
 def bits_used(conv: fast.FastBinaryConv) -> float:
     """The share of the popcounted bits that are real multiply-adds: a group's C_g input
-    channels fill ⌈C_g/64⌉ words, its O_g outputs ⌈O_g/8⌉ lanes of 8."""
+    channels fill ⌈C_g/64⌉ words at each of the k·k kernel positions, or ⌈k·k·C_g/64⌉ words
+    where the conv runs tap-packed (:func:`~ftbnn_exp.deploy.fast.uses_taps`); its O_g
+    outputs ⌈O_g/8⌉ lanes of 8."""
     packed = conv.conv
     cg, og = packed.in_channels // packed.groups, packed.out_channels // packed.groups
-    return cg / (64 * math.ceil(cg / 64)) * og / (8 * math.ceil(og / 8))
+    kk = packed.kernel_size ** 2
+    words = conv.taps[0].shape[2] if conv.taps[0].numel() else kk * math.ceil(cg / 64)
+    return kk * cg / (64 * words) * og / (8 * math.ceil(og / 8))
 
 
 def inside(size: int, out: int, stride: int) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ftbnn_exp.app.complexity import main as complexity_main
 from ftbnn_exp.complexity import count_complexity, solve_width
@@ -166,3 +167,22 @@ def test_ceiling_benchmark_prints_every_binary_conv_of_both_networks():
     assert parts == ["stem", "stages.1.0 shortcut", "stages.2.0 shortcut",
                      "stages.3.0 shortcut", "head"] * 2
     assert out.count("  stem and shortcuts together: ") == 2
+
+
+@needs_kernels
+@pytest.mark.parametrize(("cin", "cout", "groups", "share"), [
+    (64, 64, 1, 1.0), (180, 180, 5, 324 / 384 * 36 / 40), (130, 70, 1, 1170 / 1216 * 70 / 72)])
+def test_the_ceiling_counts_the_words_each_conv_popcounts(cin, cout, groups, share):
+    """``bits``: real channels over popcounted bits, tap-packed where the conv runs so (36
+    channels a group: 324 bits in 6 words, not 9) and padded where it does not."""
+    from benchmarks.ceiling import bits_used
+    from ftbnn_exp.deploy.layers import PackedBinaryConv2d
+    from ftbnn_exp.nn import BinaryConv2d
+
+    packed = PackedBinaryConv2d.from_conv(BinaryConv2d(cin, cout, 3, padding=1, groups=groups))
+    conv = fast.FastBinaryConv(packed, fast.PATHS.index("popcnt"))
+    assert bits_used(conv) == pytest.approx(share)
+    padded = fast.FastBinaryConv(packed, fast.PATHS.index("popcnt"))
+    padded.taps = (torch.empty(0), torch.empty(0))
+    cg, og = cin // groups, cout // groups
+    assert bits_used(padded) == pytest.approx(cg / (64 * -(-cg // 64)) * og / (8 * -(-og // 8)))
