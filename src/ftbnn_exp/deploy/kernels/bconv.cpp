@@ -176,28 +176,45 @@ void finish_pixels_any(const Args& a, int64_t first, int64_t pixels, const int64
               a.next_n + first * a.G2 * a.Wg2, counts, a.simd);
 }
 
+// One output pixel q of the vector output steps: its values [O], its output and residual, and
+// its next planes as Piece-sized pieces of the words (8 or 16 channels' bits each), the unused
+// high bits of each group's last word zeroed; the groups to pack by (1 with no next planes).
+template <typename Piece> struct PixelOut {
+  const int64_t* v;
+  float* y;
+  const float* r;
+  Piece* ps = nullptr;
+  Piece* pn = nullptr;
+  int64_t groups = 1, per_group;
+  PixelOut(const Args& a, int64_t q, const int64_t* values)
+      : v(values), y(a.out + q * a.O), r(a.residual ? a.residual + q * a.O : nullptr),
+        per_group(a.O) {
+    if (!a.next_s) return;
+    const int64_t words = a.G2 * a.Wg2;
+    ps = (Piece*)(a.next_s + q * words);
+    pn = (Piece*)(a.next_n + q * words);
+    if (a.Cg2 % 64) {
+      std::fill(a.next_s + q * words, a.next_s + (q + 1) * words, 0);
+      std::fill(a.next_n + q * words, a.next_n + (q + 1) * words, 0);
+    }
+    groups = a.G2;
+    per_group = a.O / a.G2;
+  }
+};
+
 // The same output step in one pass, 16 channels at a time (a masked tail where a group's
 // channels are not a multiple of 16): the bits of 16 channels are one 16-bit piece of a
 // plane word.
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
 void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
                           int64_t* counts) {
-  const int64_t O = a.O, words = a.G2 * a.Wg2;
+  const int64_t O = a.O;
   const __m512 zero = _mm512_setzero_ps();
   const __m512i one = _mm512_set1_epi32(1);
   __m512i negatives = _mm512_setzero_si512(), zeros = _mm512_setzero_si512();  // per lane
   for (int64_t p = 0; p < pixels; ++p) {
-    const int64_t q = first + p;
-    const int64_t* v = vals + p * O;
-    float* y = a.out + q * O;
-    const float* r = a.residual ? a.residual + q * O : nullptr;
-    uint16_t* ps = a.next_s ? (uint16_t*)(a.next_s + q * words) : nullptr;
-    uint16_t* pn = a.next_s ? (uint16_t*)(a.next_n + q * words) : nullptr;
-    if (ps && a.Cg2 % 64) {  // the unused high bits of each group's last word
-      std::fill(a.next_s + q * words, a.next_s + (q + 1) * words, 0);
-      std::fill(a.next_n + q * words, a.next_n + (q + 1) * words, 0);
-    }
-    const int64_t groups = ps ? a.G2 : 1, per_group = O / groups;
+    const PixelOut<uint16_t> out(a, first + p, vals + p * O);
+    const auto [v, y, r, ps, pn, groups, per_group] = out;
     for (int64_t g2 = 0; g2 < groups; ++g2) {
       for (int64_t c = 0; c < per_group; c += 16) {
         const int64_t o = g2 * per_group + c, n = std::min<int64_t>(16, per_group - c);
@@ -244,22 +261,13 @@ __attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t n, _
 __attribute__((target("avx2,popcnt")))
 void finish_pixels_avx2(const Args& a, int64_t first, int64_t pixels, const int64_t* vals,
                         int64_t* counts) {
-  const int64_t O = a.O, words = a.G2 * a.Wg2;
+  const int64_t O = a.O;
   const __m256 zero = _mm256_setzero_ps();
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // low halves first
   for (int64_t p = 0; p < pixels; ++p) {
-    const int64_t q = first + p;
-    const int64_t* v = vals + p * O;
-    float* y = a.out + q * O;
-    const float* r = a.residual ? a.residual + q * O : nullptr;
-    uint8_t* ps = a.next_s ? (uint8_t*)(a.next_s + q * words) : nullptr;
-    uint8_t* pn = a.next_s ? (uint8_t*)(a.next_n + q * words) : nullptr;
-    if (ps && a.Cg2 % 64) {  // the unused high bits of each group's last word
-      std::fill(a.next_s + q * words, a.next_s + (q + 1) * words, 0);
-      std::fill(a.next_n + q * words, a.next_n + (q + 1) * words, 0);
-    }
-    const int64_t groups = ps ? a.G2 : 1, per_group = O / groups;
+    const PixelOut<uint8_t> out(a, first + p, vals + p * O);
+    const auto [v, y, r, ps, pn, groups, per_group] = out;
     for (int64_t g2 = 0; g2 < groups; ++g2) {
       for (int64_t c = 0; c < per_group; c += 8) {
         const int64_t o = g2 * per_group + c, n = std::min<int64_t>(8, per_group - c);
@@ -379,49 +387,45 @@ struct Block {
 // The tap-packed windows of group g for a block's P pixels: row p holds the Cg bits of each
 // of its K*K input pixels back to back (T words, the last one's high bits zero); a kernel
 // position outside the input gives zeros (kind 0 then corrects by the weights' ones there).
+// Bits appended to a row of words, least significant first.
+struct BitRow {
+  uint64_t* row;
+  unsigned __int128 buffer = 0;
+  int64_t filled = 0;
+  // The low n (1..64) bits of v, whose higher bits are zero.
+  inline void put(uint64_t v, int64_t n) {
+    buffer |= (unsigned __int128)v << filled;
+    filled += n;
+    if (filled >= 64) {
+      *row++ = (uint64_t)buffer;
+      buffer >>= 64;
+      filled -= 64;
+    }
+  }
+  inline void end() {
+    if (filled > 0) *row = (uint64_t)buffer;
+  }
+};
+
+inline uint64_t low_bits(int64_t n) { return n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1; }
+
 void tap_rows(const Args& a, const Block& b, int64_t g, int64_t P, uint64_t* rows) {
   const int64_t KK = a.K * a.K, last = a.Cg - (a.Wg - 1) * 64;  // bits in a pixel's last word
-  if (a.Wg == 1) {  // one word a position: shift its Cg bits in
-    const uint64_t mask = last == 64 ? ~uint64_t(0) : (uint64_t(1) << last) - 1;
-    const int64_t* xs = a.xs + g;
-    for (int64_t p = 0; p < P; ++p) {
-      uint64_t* row = rows + p * a.T;
-      unsigned __int128 buffer = 0;
-      int64_t filled = 0, t = 0;
-      for (int64_t kk = 0; kk < KK; ++kk) {
-        const int64_t at = b.offsets[kk * P + p];
-        buffer |= (unsigned __int128)(at < 0 ? 0 : (uint64_t)xs[at] & mask) << filled;
-        filled += last;
-        if (filled >= 64) {
-          row[t++] = (uint64_t)buffer;
-          buffer >>= 64;
-          filled -= 64;
-        }
-      }
-      if (filled > 0) row[t] = (uint64_t)buffer;
-    }
-    return;
-  }
+  const int64_t* xs = a.xs + g * a.Wg;
   for (int64_t p = 0; p < P; ++p) {
-    uint64_t* row = rows + p * a.T;
-    unsigned __int128 buffer = 0;
-    int64_t filled = 0, t = 0;
+    BitRow row{rows + p * a.T};
     for (int64_t kk = 0; kk < KK; ++kk) {
       const int64_t at = b.offsets[kk * P + p];
+      if (a.Wg == 1) {  // one word a position (the common case: no inner loop)
+        row.put(at < 0 ? 0 : (uint64_t)xs[at] & low_bits(last), last);
+        continue;
+      }
       for (int64_t j = 0; j < a.Wg; ++j) {
         const int64_t n = j == a.Wg - 1 ? last : 64;
-        const uint64_t mask = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
-        const uint64_t v = at < 0 ? 0 : (uint64_t)a.xs[at + g * a.Wg + j] & mask;
-        buffer |= (unsigned __int128)v << filled;
-        filled += n;
-        if (filled >= 64) {
-          row[t++] = (uint64_t)buffer;
-          buffer >>= 64;
-          filled -= 64;
-        }
+        row.put(at < 0 ? 0 : (uint64_t)xs[at + j] & low_bits(n), n);
       }
     }
-    if (filled > 0) row[t] = (uint64_t)buffer;
+    row.end();
   }
 }
 
