@@ -137,8 +137,8 @@ def block_weights(weight: Tensor, groups: int) -> tuple[Tensor, Tensor]:
 
 TAP_SHARE = 0.8
 """Tap-packing pays below this share of the padded words. Measured (1 thread, AVX2 EPYC,
-fused 3×3, tap-packed / padded time, interleaved): 0.81-0.89 at 36 channels a group, 0.88 at
-72, 0.96 at 144, 1.21 at 288 (7×7)."""
+fused 3×3, tap-packed / padded time, interleaved, over four runs): 0.81-1.03 at 36 channels
+a group (56²), 0.85-0.88 at 72 (28²), 0.92-0.96 at 144 (14²), 1.21 at 288 (7²)."""
 
 
 def tap_weights(weight: Tensor, groups: int) -> tuple[Tensor, Tensor]:

@@ -412,18 +412,20 @@ inline uint64_t low_bits(int64_t n) { return n == 64 ? ~uint64_t(0) : (uint64_t(
 void tap_rows(const Args& a, const Block& b, int64_t g, int64_t P, uint64_t* rows) {
   const int64_t KK = a.K * a.K, last = a.Cg - (a.Wg - 1) * 64;  // bits in a pixel's last word
   const int64_t* xs = a.xs + g * a.Wg;
+  const uint64_t mask = low_bits(last);
   for (int64_t p = 0; p < P; ++p) {
     BitRow row{rows + p * a.T};
-    for (int64_t kk = 0; kk < KK; ++kk) {
-      const int64_t at = b.offsets[kk * P + p];
-      if (a.Wg == 1) {  // one word a position (the common case: no inner loop)
-        row.put(at < 0 ? 0 : (uint64_t)xs[at] & low_bits(last), last);
-        continue;
-      }
-      for (int64_t j = 0; j < a.Wg; ++j) {
-        const int64_t n = j == a.Wg - 1 ? last : 64;
-        row.put(at < 0 ? 0 : (uint64_t)xs[at + j] & low_bits(n), n);
-      }
+    const int64_t* at = b.offsets.data() + p;  // kernel position kk's word: at[kk * P]
+    if (a.Wg == 1) {  // one word a position (the common case: no inner loop)
+      for (int64_t kk = 0; kk < KK; ++kk)
+        row.put(at[kk * P] < 0 ? 0 : (uint64_t)xs[at[kk * P]] & mask, last);
+    } else {
+      for (int64_t kk = 0; kk < KK; ++kk)
+        for (int64_t j = 0; j < a.Wg; ++j) {
+          const bool final = j == a.Wg - 1;
+          const uint64_t v = at[kk * P] < 0 ? 0 : (uint64_t)xs[at[kk * P] + j];
+          row.put(final ? v & mask : v, final ? last : 64);
+        }
     }
     row.end();
   }
@@ -461,9 +463,10 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
 // the caller waits for the chunks to be done, not for every thread to arrive: a worker the OS
 // deschedules (a busy machine) delays the layer by at most the chunk it holds, and one that
 // wakes after the layer is done finds nothing left and sleeps again. Idle workers spin for
-// SPIN (100 us) and then sleep on a condition variable: never OpenMP's long spinning barriers
-// (~200 ms by default), which made all cores slower than one on a loaded machine. A layer too small to split runs on fewer threads: each gets MIN_THREAD_WORDS 64-bit
-// word popcounts at least (a pool wake-up's worth: ~25 us of an AVX-512 core), so a 7x7
+// SPIN (100 us) and then sleep on a condition variable, bounded unlike OpenMP's spinning
+// barriers (libgomp: 300,000 rounds by default), which made all cores slower than one on a
+// loaded machine. A layer too small to split runs on fewer threads: each gets
+// MIN_THREAD_WORDS 64-bit word popcounts at least (a pool wake-up's worth: ~25 us of an AVX-512 core), so a 7x7
 // layer of 512 channels, 4 blocks of 16 pixels, runs on 2 threads and a 64-channel layer
 // gets 29 blocks a thread; MIN_BLOCKS_PER_THREAD blocks where a block's work is not known.
 constexpr int64_t MIN_BLOCKS_PER_THREAD = 4;
