@@ -6,8 +6,8 @@
 // [N, H, W, G, Wg]: bit c%64 of word c/64 of group g is [x > 0] ("signs") or [x != 0]
 // ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
 // (8 output channels side by side, OB = ceil(Og / 8), missing channels all-zero words).
-// Grouped convs whose groups do not fill their words (36 or 72 channels a group) may also
-// come tap-packed (`taps`): each output channel's K*K*Cg weight bits back to back,
+// Convs whose groups do not fill their words (36, 72 or 144 channels a group; the caller
+// decides, ftbnn_exp.deploy.fast.uses_taps) may also come tap-packed (`taps`): each output channel's K*K*Cg weight bits back to back,
 // ceil(K*K*Cg / 64) words instead of K*K*ceil(Cg / 64), the input window gathered the same
 // way per pixel (tap_rows), so no popcount is spent on padding.
 // One of three exact formulas per call (Appendix B; ftbnn_exp/deploy/bitops.py):
