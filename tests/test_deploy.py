@@ -124,8 +124,8 @@ def _checkpoint(tmp_path, overrides: list[str], spec: DataSpec):
     cfg = compose_config(["logger=none", *overrides])
     specs = validate(cfg)
     model_spec = build.model_spec(cfg, specs, spec, build.resolve_width(specs, cfg.budget))
+    torch.manual_seed(0)  # the weights too: not whatever the tests before left in the RNG
     model = build.build_model(model_spec)
-    torch.manual_seed(0)
     for module in model.modules():  # BN statistics as after training, not the identity
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
