@@ -129,6 +129,26 @@ def test_run_tasks_runs_each_task_once_on_the_pool_with_aten_single_threaded():
             ops.run_tasks(fails, 2, 2)
 
 
+def _answers_the_reference_and_bands_as_one_thread(part: fast.ExactPart, layers: nn.Module,
+                                                    x: torch.Tensor, threads: int,
+                                                    faster: bool = False) -> torch.Tensor:
+    """``part`` answers the reference (``layers`` whole in NCHW) on its first call, when it
+    compares its ways, and after; it splits into ``threads`` bands (its ``faster`` form's),
+    and those run on the pool give the bits of the same bands one after another on one
+    thread. The reference."""
+    with torch.no_grad():
+        reference = layers(x)
+        assert torch.equal(part(x, threads), reference)  # first call: ways compared
+        assert torch.equal(part(x, threads), reference)  # the kept way
+        assert part.band_count(x, threads, faster=faster) == threads
+        bands = part.faster_bands if faster else part.bands
+        with fast.aten_threads(1):
+            one_thread = bands.banded(x.contiguous(memory_format=torch.channels_last), threads)
+        way = "faster bands" if faster else "bands"
+        assert torch.equal(part.way(way, x, threads), one_thread)
+    return reference
+
+
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_pool_runs_bands_bit_for_bit_as_one_thread_does(threads):
@@ -138,28 +158,20 @@ def test_the_pool_runs_bands_bit_for_bit_as_one_thread_does(threads):
     layers = _randomised(_stem(), 5)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     part = fast.ExactPart(layers)
-    nhwc = x.contiguous(memory_format=torch.channels_last)
     with torch_threads(threads):
-        with torch.no_grad():
-            reference = layers(x)
-            assert torch.equal(part(x, threads), reference)  # first call: ways compared
-            assert torch.equal(part(x, threads), reference)  # the kept way
-            assert part.band_count(x, threads) == threads
-            with fast.aten_threads(1):
-                one_thread = part.bands.banded(nhwc, threads)
-            assert torch.equal(part.way("bands", x, threads), one_thread)
+        _answers_the_reference_and_bands_as_one_thread(part, layers, x, threads)
     way = part.ways[((1, 3, 224, 224), threads)]
     assert way != "bands" if threads == 1 else way in ("bands", "nhwc", "nchw", "nhwc@threads")
 
 
 @needs_kernels
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_stem_pooled_first_runs_in_bands_and_is_tried_first(threads):
+def test_the_stem_pooled_first_runs_in_bands_and_is_tried(threads):
     """FTBNN-18's stem pooled before its BN (:func:`fast.pooled_first`, BN scales of both
     signs) splits into as many bands as the plain stem at 2 threads (1.2M values written, not
-    1.8M), run on the pool bit for bit as one thread runs them; the part tries its ways
-    fastest first, the pooled form before the plain one of each kind, keeps the first that
-    gives the reference's bits, and answers those bits."""
+    1.8M), run on the pool bit for bit as one thread runs them; the part tries the pooled form
+    and the plain one of each kind, keeps one that gives the reference's bits (the fastest:
+    the next test), and answers those bits."""
     layers = _randomised(_stem(), 7)
     with torch.no_grad():
         layers[1].weight.normal_(0, 1, generator=torch.Generator().manual_seed(7))
@@ -167,17 +179,11 @@ def test_the_stem_pooled_first_runs_in_bands_and_is_tried_first(threads):
     part = fast.stem(layers)
     assert isinstance(part.faster, fast.PooledFirstStem) and part.faster_bands is not None
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(8))
-    nhwc = x.contiguous(memory_format=torch.channels_last)
     with torch_threads(threads):
+        reference = _answers_the_reference_and_bands_as_one_thread(part, layers, x, threads,
+                                                                   faster=True)
+        assert part.band_count(x, threads) == threads
         with torch.no_grad():
-            reference = layers(x)
-            assert torch.equal(part(x, threads), reference)  # first call: ways compared
-            assert torch.equal(part(x, threads), reference)  # the kept way
-            assert part.band_count(x, threads, faster=True) == threads
-            assert part.band_count(x, threads) == threads
-            with fast.aten_threads(1):
-                one_thread = part.faster_bands.banded(nhwc, threads)
-            assert torch.equal(part.way("faster bands", x, threads), one_thread)
             ways = (["faster bands", "bands"] if threads > 1 else []) + [
                 "faster nhwc", "nhwc", "nchw"]
             exact = [w for w in ways if torch.equal(part.way(w, x, threads), reference)]
@@ -266,7 +272,8 @@ def test_packing_on_the_pool_gives_the_bits_and_counts_of_one_thread(channels, g
     x[0, :, :3] = 0.0
     x = x.contiguous(memory_format=torch.channels_last)
     ops = fast.kernels()
-    one, two = ops.pack_nhwc(x, groups, 1), ops.pack_nhwc(x, groups, 2)
+    path = fast.best_path()
+    one, two = ops.pack_nhwc(x, groups, 1, path), ops.pack_nhwc(x, groups, 2, path)
     assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
     assert one[2].tolist() == [int((x < 0).sum()), int((x == 0).sum())]
     words = -(-channels // groups // 64)

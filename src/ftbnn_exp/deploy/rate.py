@@ -264,12 +264,17 @@ def ceiling_kernels() -> ModuleType | None:
                                 "the popcount ceiling loops")
 
 
+def _passes(elapsed: Callable[[int], float], probe: int, seconds: float) -> int:
+    """How many passes of a ceiling loop take about ``seconds``: ``elapsed(passes)`` times
+    that many, once to warm up and then ``probe`` of them."""
+    elapsed(1)
+    return max(1, math.ceil(probe * seconds / max(elapsed(probe), 1e-9)))
+
+
 @cache
 def _ceiling_passes(path: str, seconds: float) -> int:
-    module = ceiling_kernels()
-    module.ceiling(fast.PATHS.index(path), 1)
-    _, once = module.ceiling(fast.PATHS.index(path), 16)
-    return max(1, math.ceil(16 * seconds / max(once, 1e-9)))
+    return _passes(lambda n: ceiling_kernels().ceiling(fast.PATHS.index(path), n)[1], 16,
+                   seconds)
 
 
 def ceiling_rate(path: str, seconds: float = SAMPLE_SECONDS) -> float:
@@ -304,10 +309,8 @@ def best_fma_path() -> str:
 
 @cache
 def _fma_passes(path: str, seconds: float) -> int:
-    module = ceiling_kernels()
-    module.fma_ceiling(FMA_PATHS.index(path), 1)
-    _, once, _ = module.fma_ceiling(FMA_PATHS.index(path), 256)
-    return max(1, math.ceil(256 * seconds / max(once, 1e-9)))
+    return _passes(lambda n: ceiling_kernels().fma_ceiling(FMA_PATHS.index(path), n)[1], 256,
+                   seconds)
 
 
 def fma_rate(path: str, seconds: float = SAMPLE_SECONDS) -> float:

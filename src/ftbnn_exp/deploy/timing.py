@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ftbnn_exp.timing import timed_rounds
+from ftbnn_exp.timing import seconds_per_call, timed_rounds
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,12 @@ def thread_rounds(calls: dict[int, Callable[[], object]], repeats: int, warmup: 
         with torch.no_grad():
             for threads, run in calls.items():
                 torch.set_num_threads(threads)
-                timed_rounds(run, 0, warmup)
+                for _ in range(warmup):
+                    run()
             for _ in range(repeats):
                 for threads, run in calls.items():
                     torch.set_num_threads(threads)
-                    times[threads].append(1e3 * timed_rounds(run, 1)[0])
+                    times[threads].append(1e3 * seconds_per_call(run))
     finally:
         torch.set_num_threads(before)
     return times

@@ -7,9 +7,10 @@
 // ("nonzero") of channel g*Cg + c. Weights: [G, OB, K*K, Wg, 8]
 // (8 output channels side by side, OB = ceil(Og / 8), missing channels all-zero words).
 // Convs whose groups do not fill their words (36, 72 or 144 channels a group; the caller
-// decides, ftbnn_exp.deploy.fast.uses_taps) may also come tap-packed (`taps`): each output channel's K*K*Cg weight bits back to back,
-// ceil(K*K*Cg / 64) words instead of K*K*ceil(Cg / 64), the input window gathered the same
-// way per pixel (tap_rows), so no popcount is spent on padding.
+// decides, ftbnn_exp.deploy.fast.uses_taps) may also come tap-packed (`taps`): each output
+// channel's K*K*Cg weight bits back to back, ceil(K*K*Cg / 64) words instead of
+// K*K*ceil(Cg / 64), the input window gathered the same way per pixel (tap_rows), so no
+// popcount is spent on padding.
 // One of three exact formulas per call (Appendix B; ftbnn_exp/deploy/bitops.py):
 //   kind 0, inputs and weights without zeros: out = K_valid - 2 * sum popcount(x ^ w)
 //   kind 1, inputs in {0, 1}, weights without zeros:
@@ -92,18 +93,27 @@ void pack_word_avx512(const float* src, int64_t count, uint64_t* sb, uint64_t* z
   }
 }
 
-// The same with AVX2, 8 channels to a compare; masked lanes load as 0 and are dropped.
+// The first n (<= 8) of AVX2's 8 lanes, as a mask for its masked loads and stores.
+__attribute__((target("avx2"))) inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// 8 channels with AVX2: a masked load where fewer remain (masked lanes read as 0 and are
+// dropped from the bits and counts).
+__attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t n, __m256i live) {
+  return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, live);
+}
+
+// The same with AVX2, 8 channels to a compare.
 __attribute__((target("avx2,popcnt")))
 void pack_word_avx2(const float* src, int64_t count, uint64_t* sb, uint64_t* zb,
                     int64_t* negatives, int64_t* zeros) {
   const __m256 zero = _mm256_setzero_ps();
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t b = 0; b < count; b += 8) {
     const int64_t n = std::min<int64_t>(8, count - b);
     const unsigned live = (1u << n) - 1;
-    const __m256 v = n == 8 ? _mm256_loadu_ps(src + b)
-                            : _mm256_maskload_ps(src + b, _mm256_cmpgt_epi32(
-                                                              _mm256_set1_epi32((int)n), lanes));
+    const __m256 v = load8(src + b, n, first_lanes(n));
     const unsigned ne = live & ~(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_EQ_OQ));
     *sb |= (uint64_t)(live & (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ)))
            << b;
@@ -249,12 +259,6 @@ void finish_pixels_avx512(const Args& a, int64_t first, int64_t pixels, const in
   counts[1] += _mm512_reduce_add_epi32(zeros);
 }
 
-// 8 channels with AVX2: a masked load where fewer remain (masked lanes read as 0 and are
-// dropped from the bits and counts).
-__attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t n, __m256i live) {
-  return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, live);
-}
-
 // The output step with AVX2, 8 channels at a time: each 8 channels' bits are one byte of a
 // plane word. The int64 values fit in int32 (|v| <= K * K * C), so their low halves convert
 // to the same floats as (float)v.
@@ -263,7 +267,6 @@ void finish_pixels_avx2(const Args& a, int64_t first, int64_t pixels, const int6
                         int64_t* counts) {
   const int64_t O = a.O;
   const __m256 zero = _mm256_setzero_ps();
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // low halves first
   for (int64_t p = 0; p < pixels; ++p) {
     const PixelOut<uint8_t> out(a, first + p, vals + p * O);
@@ -271,7 +274,7 @@ void finish_pixels_avx2(const Args& a, int64_t first, int64_t pixels, const int6
     for (int64_t g2 = 0; g2 < groups; ++g2) {
       for (int64_t c = 0; c < per_group; c += 8) {
         const int64_t o = g2 * per_group + c, n = std::min<int64_t>(8, per_group - c);
-        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lanes);
+        const __m256i live = first_lanes(n);
         const unsigned bits = (1u << n) - 1;
         __m256i low, high;
         if (n == 8) {
@@ -384,9 +387,6 @@ struct Block {
   }
 };
 
-// The tap-packed windows of group g for a block's P pixels: row p holds the Cg bits of each
-// of its K*K input pixels back to back (T words, the last one's high bits zero); a kernel
-// position outside the input gives zeros (kind 0 then corrects by the weights' ones there).
 // Bits appended to a row of words, least significant first.
 struct BitRow {
   uint64_t* row;
@@ -409,6 +409,9 @@ struct BitRow {
 
 inline uint64_t low_bits(int64_t n) { return n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1; }
 
+// The tap-packed windows of group g for a block's P pixels: row p holds the Cg bits of each
+// of its K*K input pixels back to back (T words, the last one's high bits zero); a kernel
+// position outside the input gives zeros (kind 0 then corrects by the weights' ones there).
 void tap_rows(const Args& a, const Block& b, int64_t g, int64_t P, uint64_t* rows) {
   const int64_t KK = a.K * a.K, last = a.Cg - (a.Wg - 1) * 64;  // bits in a pixel's last word
   const int64_t* xs = a.xs + g * a.Wg;
@@ -466,9 +469,10 @@ inline bool no_window(const Args&, const Block&, int64_t, int64_t, int64_t, int6
 // SPIN (100 us) and then sleep on a condition variable, bounded unlike OpenMP's spinning
 // barriers (libgomp: 300,000 rounds by default), which made all cores slower than one on a
 // loaded machine. A layer too small to split runs on fewer threads: each gets
-// MIN_THREAD_WORDS 64-bit word popcounts at least (a pool wake-up's worth: ~25 us of an AVX-512 core), so a 7x7
-// layer of 512 channels, 4 blocks of 16 pixels, runs on 2 threads and a 64-channel layer
-// gets 29 blocks a thread; MIN_BLOCKS_PER_THREAD blocks where a block's work is not known.
+// MIN_THREAD_WORDS 64-bit word popcounts at least (a pool wake-up's worth: ~25 us of an
+// AVX-512 core), so a 7x7 layer of 512 channels, 4 blocks of 16 pixels, runs on 2 threads and
+// a 64-channel layer gets 29 blocks a thread; MIN_BLOCKS_PER_THREAD blocks where a block's
+// work is not known.
 constexpr int64_t MIN_BLOCKS_PER_THREAD = 4;
 constexpr int64_t MIN_THREAD_WORDS = int64_t(1) << 18;
 constexpr int64_t CHUNKS_PER_THREAD = 8;
@@ -503,7 +507,7 @@ struct Layer {
 // 0.57-0.68 after 100 us of spinning, 0.55-0.66 after 300 us.
 constexpr auto SPIN = std::chrono::microseconds(100);
 
-template <typename Ready> __attribute__((target("sse2"))) bool spin_until(Ready ready) {
+template <typename Ready> bool spin_until(Ready ready) {
   const auto until = std::chrono::steady_clock::now() + SPIN;
   for (int64_t i = 1;; ++i) {
     if (ready()) return true;
@@ -619,7 +623,7 @@ int set_aten_threads_here(int threads) {
   __attribute__((target(TARGET))) void NAME##_taps(const Args& a, const Block& b, int64_t g,    \
                                                     int64_t count, int64_t* vals, int64_t Opad) {\
     constexpr int64_t P = PIXELS;                                                                \
-    const int64_t T = a.T, KK = a.K * a.K;                                                       \
+    const int64_t T = a.T;                                                                       \
     thread_local std::vector<uint64_t> rows;                                                     \
     if ((int64_t)rows.size() < P * T) rows.resize(P * T);                                        \
     tap_rows(a, b, g, P, rows.data());                                                           \
@@ -717,7 +721,8 @@ int set_aten_threads_here(int threads) {
   }                                                                                              \
   void NAME(const Args& a, int64_t* counts) {                                                    \
     const int64_t blocks = (a.N * a.OH * a.OW + PIXELS - 1) / PIXELS;                            \
-    const int64_t words = PIXELS * a.G * a.OB * 8 * a.K * a.K * a.Wg; /* a block's popcounts */ \
+    const int64_t per_pixel = a.T ? a.T : a.K * a.K * a.Wg; /* words a pixel, a group, 8 out */ \
+    const int64_t words = PIXELS * a.G * a.OB * 8 * per_pixel; /* a block's popcounts */        \
     run_chunks(blocks, a.threads, counts, [&](int64_t begin, int64_t end, int64_t* local) {      \
       if (a.kind == 0) NAME##_blocks<0>(a, begin, end, local);                                   \
       else if (a.kind == 1) NAME##_blocks<1>(a, begin, end, local);                              \
@@ -903,13 +908,6 @@ int64_t simd_of(int64_t path) {
   return path >= 1 && __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 
-// The fastest path this CPU runs.
-int64_t best_path() {
-  int64_t best = 0;
-  for (int64_t p = 0; p < 4; ++p) if (path_supported(p)) best = p;
-  return best;
-}
-
 }  // namespace
 
 // How many threads a layer of `blocks` pixel blocks runs on (the pool's workers and the
@@ -946,19 +944,19 @@ std::vector<std::string> supported_paths() {
 
 // Pack a float NCHW tensor into NHWC sign / nonzero planes with `groups` channel groups, in
 // blocks of PACK_PIXELS pixels on at most `threads` threads of the pool (0: torch's count),
-// with the instruction set of `path` (-1: the fastest here).
+// with the instruction set of `path`.
 constexpr int64_t PACK_PIXELS = 64;
 std::vector<torch::Tensor> pack_nhwc(torch::Tensor x, int64_t groups, int64_t threads,
                                      int64_t path) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_nhwc: float [N, C, H, W]");
-  TORCH_CHECK(path < 4 && (path < 0 || path_supported(path)), "pack_nhwc: path not supported here");
+  TORCH_CHECK(path >= 0 && path < 4 && path_supported(path), "pack_nhwc: path not supported here");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cg = C / groups, Wg = (Cg + 63) / 64;
   auto pixel_major = x.permute({0, 2, 3, 1}).contiguous();  // free for channels_last input
   auto s = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto z = torch::empty({N, H, W, groups, Wg}, torch::kLong);
   auto counts = torch::zeros({2}, torch::kLong);
-  const int64_t simd = simd_of(path < 0 ? best_path() : path);
+  const int64_t simd = simd_of(path);
   const float* y = pixel_major.data_ptr<float>();
   int64_t* ps = s.data_ptr<int64_t>();
   int64_t* pn = z.data_ptr<int64_t>();
@@ -1080,7 +1078,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("parallel_threads", &parallel_threads, "threads a layer of that many blocks runs on",
         py::arg("blocks") = 1024);
   m.def("pack_nhwc", &pack_nhwc, "float NCHW -> NHWC sign and nonzero bit planes",
-        py::arg("x"), py::arg("groups"), py::arg("threads") = 0, py::arg("path") = -1);
+        py::arg("x"), py::arg("groups"), py::arg("threads"), py::arg("path"));
   m.def("bconv", &bconv, "binary convolution on bit planes, optional fused output",
         py::arg("xs"), py::arg("xn"), py::arg("ws"), py::arg("wn"), py::arg("out_channels"),
         py::arg("cin_per_group"), py::arg("kernel"), py::arg("stride"), py::arg("pad"),
